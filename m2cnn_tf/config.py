@@ -42,15 +42,20 @@ class PreprocessConfig:
     # --- locating the field of view (find_fundus) ---
     # The circle is fitted on a copy whose longer side is about this many pixels.
     detection_size: int = 512
-    # A pixel belongs to the fundus when its brightest channel exceeds the background level by
-    # this fraction of the (foreground − background) contrast...
+    # A pixel belongs to the fundus when its brightness (sum of the three channels, 0–765)
+    # exceeds the background level by this fraction of the (foreground − background) contrast...
     foreground_fraction: float = 0.15
-    # ...and by at least this many grey levels (JPEG noise in the black frame stays below it).
-    min_foreground_contrast: float = 8.0
+    # ...and by at least this much (JPEG noise in the black frame stays below it; the darkest
+    # EyePACS photographs have a retina only ~10 above the frame).
+    min_foreground_contrast: float = 4.0
+    # An edge point lies on the circle when within this fraction of the detection size of it...
+    circle_tolerance: float = 0.006
+    # ...and a circle is accepted only when at least this share of the edge points do.
+    min_circle_inliers: float = 0.25
     # A found circle is accepted only when at least this share of the pixels inside it (and in
     # the frame) are fundus and at most ``max_outside_fill`` of the pixels outside it are.
-    min_inside_fill: float = 0.85
-    max_outside_fill: float = 0.10
+    min_inside_fill: float = 0.35
+    max_outside_fill: float = 0.5
     # ...and its radius lies between these fractions of the photograph's shorter side.
     min_radius_fraction: float = 0.2
     max_radius_fraction: float = 1.5
@@ -69,13 +74,16 @@ class CellRepeats:
     block17: int  # N2: Normal Cell-B (Inception-ResNet-B) repeats in BaseNet
     medial_block8: int  # N3: Normal Cell-C repeats after the first extra Reduction-B
     large_block8: int  # N4: Normal Cell-C repeats after the second extra Reduction-B
+    # Normal Cell-C repeats that close BaseNet itself (Keras: block8_1 … block8_9 with ReLU, then
+    # the activation-less block8_10); the paper counts them as part of Inception-ResNet-v2.
+    basenet_block8: int = 10
 
 
 # The paper's network and a one-repeat variant with the same stem and reductions (hence the same
 # feature-map geometry) for tests and CPU demos.
 VARIANTS = {
     "m2cnn": CellRepeats(block35=10, block17=20, medial_block8=10, large_block8=5),
-    "tiny": CellRepeats(block35=1, block17=1, medial_block8=1, large_block8=1),
+    "tiny": CellRepeats(block35=1, block17=1, medial_block8=1, large_block8=1, basenet_block8=1),
 }
 
 
@@ -88,5 +96,41 @@ class MultiCellConfig:
     min_resolution: int = 75  # the smallest input Keras' InceptionResNetV2 accepts
 
 
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The network around Keras' Inception-ResNet-v2: extra cells and multi-task heads (paper II)."""
+
+    # --- Keras' Inception-ResNet-v2 numbers, repeated because the tiny BaseNet and the extra cells
+    # are built from Keras' pieces; tests/test_model.py checks each against Keras' own network ---
+    block35_scale: float = 0.17  # residual scale of Block35 (Normal Cell-A)
+    block17_scale: float = 0.1  # residual scale of Block17 (Normal Cell-B)
+    block8_scale: float = 0.2  # residual scale of Block8 (Normal Cell-C)
+    final_block8_scale: float = 1.0  # BaseNet's last Block8 adds its residual unscaled, no ReLU
+    # Keras names that last Block8 "block8_10"; the tiny BaseNet keeps the name so that layers
+    # line up by name with Keras' network and its ImageNet weights file.
+    final_block8_index: int = 10
+    # Reduction-B (Keras' mixed_7a): filters of each conv branch, which starts with a 1×1 conv,
+    # ends with a 3×3 stride-2 valid conv and has 3×3 same convs in between; a 3×3/2 max-pool
+    # branch passes the input through, so the width grows by the sum of the last filters (992).
+    reduction_b_filters: tuple = ((256, 384), (256, 288), (256, 288, 320))
+    # Block8 (Inception-ResNet-C) branches: 1×1 | 1×1 → 1×3 → 3×1; then a biased 1×1 conv back
+    # to the input width. Used for the parameter arithmetic only (Keras builds the block).
+    block8_branch_filters: tuple = ((192,), (192, 224, 256))
+    basenet_channels: int = 1536  # width of BaseNet's output, conv_7b_ac
+
+    # --- choices the paper leaves open ---
+    # Each group of extra cells ends as BaseNet does after its Block8s, with a 1×1 conv + BN + ReLU
+    # (like conv_7b) back to BaseNet's width. The paper trains M²CNN "based on the weights of
+    # BaseNet+MT" (III-A), so the multi-task heads must keep their shapes at 224, 448 and 720;
+    # with this projection they do, and every cell group maps (h, w, 1536) → (h', w', 1536), so
+    # the 448 model's medial cells are reused unchanged at 720. Reduction-B thus always takes 1536
+    # channels to 2528, and the Block8s of both groups are 2528 wide.
+    cell_output_channels: int = 1536
+    # Dropout before the heads: Inception-ResNet-v2's own classifier keeps 0.8 of the pooled
+    # features (Szegedy et al. 2016, Fig. 15); the paper does not say.
+    dropout_rate: float = 0.2
+
+
 PREPROCESS = PreprocessConfig()
 MULTICELL = MultiCellConfig()
+MODEL = ModelConfig()
