@@ -98,7 +98,7 @@ class MultiCellConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """The network around Keras' Inception-ResNet-v2: extra cells and multi-task heads (paper II)."""
+    """The network around Keras' Inception-ResNet-v2: extra cells, multi-task heads (paper II)."""
 
     # --- Keras' Inception-ResNet-v2 numbers, repeated because the tiny BaseNet and the extra cells
     # are built from Keras' pieces; tests/test_model.py checks each against Keras' own network ---
