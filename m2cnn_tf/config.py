@@ -134,3 +134,30 @@ class ModelConfig:
 PREPROCESS = PreprocessConfig()
 MULTICELL = MultiCellConfig()
 MODEL = ModelConfig()
+
+
+@dataclasses.dataclass(frozen=True)
+class BuilderConfig:
+    """Defaults of the TFRecord builder (build_tfrecords.py); each is a flag too."""
+
+    # The paper's three input sizes (Table I, Fig. 4).
+    resolutions: tuple = (224, 448, 720)
+    # Eq. 1 output is mid-grey with fine, high-contrast detail (vessels, microaneurysms a few
+    # pixels wide). TFDS stores Graham's images at quality 72, which smears exactly that; at 95
+    # the round trip costs about one grey level on average (tests/test_builder.py measures it)
+    # at roughly a third of the size of PNG.
+    jpeg_quality: int = 95
+    # Records per shard: at 720 px about 250 × 160 KB ≈ 40 MB, big enough for fast sequential
+    # reads, small enough that an interrupted build loses little and tf.data can interleave.
+    examples_per_shard: int = 250
+    # Share of patients held out for validation when the source fixes no validation split.
+    val_fraction: float = 0.1
+    # A build fails when more than this share of its inputs had to be skipped.
+    max_error_fraction: float = 0.02
+    # Default output: tfrecords/<source name>.
+    output_root: str = "tfrecords"
+    # Written into manifest.json; bump when the record format or preprocessing changes.
+    version: str = "1"
+
+
+BUILDER = BuilderConfig()

@@ -1,0 +1,436 @@
+"""Build normalised TFRecords at several resolutions from a list of photographs.
+
+The build, in order:
+1. the source's inputs get patient-level splits; each split is ordered by a seeded shuffle and
+   cut into shards of ``examples_per_shard`` inputs (a plan fixed by the inputs and settings);
+2. worker processes decode each photograph once, normalise it at every resolution and JPEG-encode
+   it; the main process writes the records in plan order;
+3. every shard is written under a temporary name and renamed when complete, one file per
+   resolution, then a small record of the shard (counts, errors) is saved in ``.build/``;
+4. ``errors.csv`` and, last of all, ``manifest.json`` are written.
+
+Re-running the same command after an interruption (even ``kill -9``) skips the shards already
+complete and ends with byte-identical output. A build of different inputs or settings into the
+same folder is refused rather than mixed in.
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import dataclasses
+import hashlib
+import io
+import json
+import multiprocessing
+import os
+import random
+import sys
+import time
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence
+
+from m2cnn_tf import __version__, build_worker, locking, records, splits
+from m2cnn_tf.config import BUILDER, NUM_GRADES, PREPROCESS, BuilderConfig, PreprocessConfig
+from m2cnn_tf.sources import SPLITS, InputRecord, SkippedInput
+
+MANIFEST = "manifest.json"
+ERRORS = "errors.csv"
+STATE_DIR = ".build"  # plan, per-shard records and the lock; not part of the dataset
+PLAN = "plan.json"
+LOCK = "lock"
+TMP_SUFFIX = ".incomplete"
+
+
+class BuildError(RuntimeError):
+    """The build cannot go on; the message says why and what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildSettings:
+    """Everything besides the inputs that decides the bytes of a build."""
+
+    resolutions: tuple = BUILDER.resolutions
+    jpeg_quality: int = BUILDER.jpeg_quality
+    examples_per_shard: int = BUILDER.examples_per_shard
+    val_fraction: float = BUILDER.val_fraction
+    seed: int = 0
+    max_error_fraction: float = BUILDER.max_error_fraction
+    num_workers: int = 0  # 0: one per core (does not change the output)
+
+    def validate(self) -> None:
+        if not self.resolutions:
+            raise BuildError("--resolutions is empty; give sizes such as 224,448,720")
+        for r in self.resolutions:
+            if not isinstance(r, int) or r < 32:
+                raise BuildError(f"resolution {r!r} is not an integer ≥ 32")
+        if len(set(self.resolutions)) != len(self.resolutions):
+            raise BuildError(f"--resolutions has duplicates: {self.resolutions}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise BuildError(f"--jpeg_quality must be 1–100, got {self.jpeg_quality}")
+        if self.examples_per_shard < 1:
+            raise BuildError(f"--examples_per_shard must be ≥ 1, got {self.examples_per_shard}")
+        if not 0.0 <= self.max_error_fraction <= 1.0:
+            raise BuildError(f"--max_error_fraction must be in [0, 1], got "
+                             f"{self.max_error_fraction}")
+
+
+@dataclasses.dataclass
+class Shard:
+    split: str
+    index: int
+    count: int  # shards in this split
+    inputs: List[InputRecord]
+
+    @property
+    def name(self) -> str:
+        return f"{self.split}-{self.index:05d}-of-{self.count:05d}"
+
+    def path(self, resolution: int) -> str:
+        return f"{resolution}/{self.name}.tfrecord"
+
+
+def plan_shards(inputs: Sequence[InputRecord], examples_per_shard: int, seed: int) -> List[Shard]:
+    """Cuts each split, in a seeded shuffled order, into shards of at most N inputs."""
+    shards = []
+    for split in SPLITS:
+        members = sorted((r for r in inputs if r.split == split), key=lambda r: r.image_id)
+        if not members:
+            continue
+        random.Random(f"{seed}:{split}").shuffle(members)
+        count = -(-len(members) // examples_per_shard)
+        for i in range(count):
+            shards.append(Shard(split, i, count,
+                                members[i * examples_per_shard : (i + 1) * examples_per_shard]))
+    return shards
+
+
+def inputs_checksum(inputs: Sequence[InputRecord], skipped: Sequence[SkippedInput]) -> str:
+    """sha256 of the full list of inputs (ids, grades, splits, locations) and skipped rows."""
+    digest = hashlib.sha256()
+    for r in sorted(inputs, key=lambda r: r.image_id):
+        digest.update(f"{r.image_id}\t{r.patient_id}\t{r.eye}\t{r.grade}\t{r.split}\t"
+                      f"{r.location}\n".encode("utf-8", errors="surrogateescape"))
+    for s in skipped:
+        digest.update(f"skipped\t{s.file}\t{s.reason}\n".encode("utf-8", errors="surrogateescape"))
+    return "sha256:" + digest.hexdigest()
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+    tmp = path + TMP_SUFFIX
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _json_bytes(value) -> bytes:
+    return (json.dumps(value, indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+
+def _relative_source(location: str, images_root: Optional[str]) -> str:
+    if images_root and os.path.isabs(location) is False and not location.startswith(
+            ("synthetic:", "tfds:")):
+        try:
+            return os.path.relpath(location, images_root)
+        except ValueError:
+            return location
+    return location
+
+
+class _ShardWriter:
+    """Writes one shard's resolutions under temporary names; ``commit`` renames them."""
+
+    def __init__(self, output_dir: str, shard: Shard, resolutions: Sequence[int]):
+        import tensorflow as tf
+
+        self.output_dir = output_dir
+        self.shard = shard
+        self.final = {r: os.path.join(output_dir, shard.path(r)) for r in resolutions}
+        self.writers = {r: tf.io.TFRecordWriter(path + TMP_SUFFIX)
+                        for r, path in self.final.items()}
+        self.grades = [0] * NUM_GRADES
+        self.written = 0
+        self.errors: List[Dict[str, str]] = []
+
+    def add(self, record: InputRecord, encoded: Dict[int, bytes], source: str) -> None:
+        for resolution, writer in self.writers.items():
+            writer.write(records.make_example(encoded[resolution], resolution, record.grade,
+                                              record.image_id, record.patient_id, record.eye,
+                                              source))
+        self.grades[record.grade] += 1
+        self.written += 1
+
+    def commit(self, state_dir: str) -> Dict:
+        for writer in self.writers.values():
+            writer.close()
+        for path in self.final.values():
+            with open(path + TMP_SUFFIX, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(path + TMP_SUFFIX, path)
+        summary = {"split": self.shard.split, "name": self.shard.name, "count": self.written,
+                   "grades": self.grades, "errors": self.errors,
+                   "patients": sorted({r.patient_id for r in self.shard.inputs})}
+        _atomic_write(os.path.join(state_dir, self.shard.name + ".json"), _json_bytes(summary))
+        return summary
+
+
+def _progress(total: int, initial: int, quiet: bool):
+    from tqdm import tqdm
+
+    interactive = sys.stderr.isatty()
+    return tqdm(total=total, initial=initial, unit="img", desc="building", disable=quiet,
+                dynamic_ncols=True, file=sys.stderr, mininterval=0.2 if interactive else 15,
+                bar_format="{desc}: {n_fmt}/{total_fmt} images |{bar}| {rate_fmt} "
+                           "[{elapsed}<{remaining}]{postfix}")
+
+
+def _tasks(shards: Iterable[Shard], settings: BuildSettings, payloads: Dict[str, bytes]
+           ) -> Iterator[build_worker.Task]:
+    index = 0
+    for shard in shards:
+        for record in shard.inputs:
+            yield build_worker.Task(index, record.kind, record.location, record.grade,
+                                    tuple(settings.resolutions), settings.jpeg_quality,
+                                    payloads.get(record.location))
+            index += 1
+
+
+def _run_tasks(tasks: Iterator[build_worker.Task], num_workers: int):
+    """Results in task order, from a pool of spawned (TensorFlow-free) workers."""
+    if num_workers <= 1:
+        build_worker.init_worker()
+        for task in tasks:
+            yield build_worker.process(task)
+        return
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(num_workers, initializer=build_worker.init_worker) as pool:
+        yield from pool.imap(build_worker.process, tasks, chunksize=1)
+
+
+def build(
+    inputs: Sequence[InputRecord],
+    skipped: Sequence[SkippedInput],
+    output_dir: str,
+    settings: BuildSettings,
+    source_info: Dict,
+    payloads: Optional[Dict[str, bytes]] = None,
+    images_root: Optional[str] = None,
+    quiet: bool = False,
+    preprocess: PreprocessConfig = PREPROCESS,
+) -> Dict:
+    """Builds (or finishes building) a dataset; returns the manifest.
+
+    Args:
+      inputs: the photographs (``sources``); splits unset are assigned here.
+      skipped: inputs the source already rejected (label errors...), reported in errors.csv.
+      output_dir: the dataset folder.
+      settings: resolutions, quality, sharding, split and error settings.
+      source_info: how the source was given (flags), recorded in the manifest.
+      payloads: encoded photographs held in memory (TFDS), by location.
+      images_root: paths are stored relative to this in the records.
+      quiet: no progress bar.
+      preprocess: preprocessing constants (recorded in the manifest).
+
+    Returns:
+      The manifest dict (also written to ``output_dir/manifest.json``).
+
+    Raises:
+      BuildError: bad settings, a folder holding a different build, no inputs, or more skipped
+        inputs than ``max_error_fraction`` allows. Completed shards are never left half-written.
+      locking.LockedError: another build is writing the same folder.
+    """
+    settings.validate()
+    payloads = payloads or {}
+    try:
+        inputs = splits.assign_splits(inputs, settings.val_fraction, settings.seed)
+    except ValueError as e:
+        raise BuildError(str(e)) from None
+    total = len(inputs) + len(skipped)
+    if not inputs:
+        reasons = collections.Counter(s.reason.split(" (")[0] for s in skipped)
+        raise BuildError("no usable inputs" + (f": {len(skipped)} skipped ("
+                         + "; ".join(f"{n}× {r}" for r, n in reasons.most_common(3)) + ")"
+                         if skipped else ""))
+    shards = plan_shards(inputs, settings.examples_per_shard, settings.seed)
+    checksum = inputs_checksum(inputs, skipped)
+    plan = {"inputs_checksum": checksum, "builder_version": BUILDER.version,
+            "preprocessing": dataclasses.asdict(preprocess),
+            "settings": {k: v for k, v in dataclasses.asdict(settings).items()
+                         if k not in ("num_workers", "max_error_fraction")},
+            "shards": [s.name for s in shards]}
+    plan["settings"]["resolutions"] = list(settings.resolutions)
+
+    state_dir = os.path.join(output_dir, STATE_DIR)
+    os.makedirs(state_dir, exist_ok=True)
+    with locking.DirectoryLock(os.path.join(state_dir, LOCK), "building TFRecords") as lock:
+        if lock.stale_cleared and not quiet:
+            print(f"note: cleared a stale lock left by pid {lock.stale_cleared.get('pid')}",
+                  file=sys.stderr)
+        _check_or_write_plan(output_dir, state_dir, plan)
+        for resolution in settings.resolutions:
+            os.makedirs(os.path.join(output_dir, str(resolution)), exist_ok=True)
+        _remove_leftovers(output_dir, settings.resolutions)
+
+        done: Dict[str, Dict] = {}
+        for shard in shards:
+            path = os.path.join(state_dir, shard.name + ".json")
+            if os.path.exists(path) and all(os.path.exists(os.path.join(output_dir,
+                                                                        shard.path(r)))
+                                            for r in settings.resolutions):
+                with open(path) as f:
+                    done[shard.name] = json.load(f)
+        pending = [s for s in shards if s.name not in done]
+        finished_inputs = sum(len(s.inputs) for s in shards if s.name in done)
+        if done and not quiet:
+            print(f"resuming: {len(done)} of {len(shards)} shards already complete",
+                  file=sys.stderr)
+
+        workers = settings.num_workers or os.cpu_count() or 1
+        workers = max(1, min(workers, sum(len(s.inputs) for s in pending) or 1))
+        bar = _progress(len(inputs), finished_inputs, quiet)
+        error_count = sum(len(d["errors"]) for d in done.values())
+        try:
+            results = _run_tasks(_tasks(pending, settings, payloads), workers)
+            for shard in pending:
+                writer = _ShardWriter(output_dir, shard, settings.resolutions)
+                for record in shard.inputs:
+                    result = next(results)
+                    if result.error is not None:
+                        writer.errors.append({"file": record.location, "reason": result.error})
+                        error_count += 1
+                        bar.set_postfix_str(f"{error_count} skipped")
+                    else:
+                        writer.add(record, result.encoded,
+                                   _relative_source(record.location, images_root))
+                    bar.update(1)
+                done[shard.name] = writer.commit(state_dir)
+        finally:
+            bar.close()
+
+        all_errors = [{"file": s.file, "reason": s.reason} for s in skipped]
+        for shard in shards:
+            all_errors += done[shard.name]["errors"]
+        _write_errors(output_dir, all_errors)
+        fraction = len(all_errors) / total if total else 0.0
+        if fraction > settings.max_error_fraction:
+            raise BuildError(
+                f"{len(all_errors)} of {total} inputs ({fraction:.1%}) were skipped, more than "
+                f"--max_error_fraction={settings.max_error_fraction:g}; see "
+                f"{os.path.join(output_dir, ERRORS)}. No manifest was written; fix the inputs "
+                "or raise the limit and run the same command again (finished shards are kept)")
+        manifest = _manifest(shards, done, settings, plan, source_info, total, all_errors)
+        _atomic_write(os.path.join(output_dir, MANIFEST), _json_bytes(manifest))
+    return manifest
+
+
+def _check_or_write_plan(output_dir: str, state_dir: str, plan: Dict) -> None:
+    path = os.path.join(state_dir, PLAN)
+    if os.path.exists(path):
+        with open(path) as f:
+            previous = json.load(f)
+        if previous != plan:
+            changed = sorted(k for k in set(previous) | set(plan)
+                             if previous.get(k) != plan.get(k))
+            raise BuildError(
+                f"{output_dir} holds a build of different inputs or settings (differs in: "
+                f"{', '.join(changed)}); choose a new --output_dir, or delete this one to rebuild")
+    elif any(e.endswith(".tfrecord") for d in os.listdir(output_dir)
+             if os.path.isdir(os.path.join(output_dir, d)) and d != STATE_DIR
+             for e in os.listdir(os.path.join(output_dir, d))):
+        raise BuildError(f"{output_dir} already holds TFRecords that this builder did not plan; "
+                         "choose an empty --output_dir")
+    else:
+        _atomic_write(path, _json_bytes(plan))
+
+
+def _remove_leftovers(output_dir: str, resolutions: Sequence[int]) -> None:
+    """Deletes temporary files of an interrupted run (never visible as shards)."""
+    for folder in [os.path.join(output_dir, str(r)) for r in resolutions] + [
+            output_dir, os.path.join(output_dir, STATE_DIR)]:
+        for name in os.listdir(folder):
+            if name.endswith(TMP_SUFFIX):
+                os.remove(os.path.join(folder, name))
+
+
+def _write_errors(output_dir: str, errors: List[Dict[str, str]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["file", "reason"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(errors)
+    _atomic_write(os.path.join(output_dir, ERRORS),
+                  buffer.getvalue().encode("utf-8", errors="surrogateescape"))
+
+
+def _manifest(shards, done, settings, plan, source_info, total, errors) -> Dict:
+    per_split: Dict[str, Dict] = {}
+    for shard in shards:
+        summary = done[shard.name]
+        entry = per_split.setdefault(shard.split, {
+            "count": 0, "grades": [0] * NUM_GRADES, "patients": set(),
+            "resolutions": {str(r): {"shards": []} for r in settings.resolutions}})
+        entry["count"] += summary["count"]
+        entry["grades"] = [a + b for a, b in zip(entry["grades"], summary["grades"])]
+        entry["patients"].update(summary["patients"])
+        for r in settings.resolutions:
+            entry["resolutions"][str(r)]["shards"].append(shard.path(r))
+    for entry in per_split.values():
+        entry["patients"] = len(entry["patients"])
+        for r in entry["resolutions"].values():
+            r["count"] = entry["count"]
+    reasons = collections.Counter(e["reason"].split(" (")[0] for e in errors)
+    return {
+        "builder_version": BUILDER.version,
+        "package_version": __version__,
+        "source": source_info,
+        "resolutions": list(settings.resolutions),
+        "jpeg_quality": settings.jpeg_quality,
+        "seed": settings.seed,
+        "val_fraction": settings.val_fraction,
+        "examples_per_shard": settings.examples_per_shard,
+        "preprocessing": plan["preprocessing"],
+        "inputs_checksum": plan["inputs_checksum"],
+        "inputs": total,
+        "skipped": len(errors),
+        "skipped_reasons": dict(reasons.most_common()),
+        "splits": per_split,
+        "features": {
+            "image": records.IMAGE_ENCODED, "grade": records.GRADE, "id": records.IMAGE_ID,
+            "patient_id": records.PATIENT_ID, "eye": records.EYE, "source": records.SOURCE},
+    }
+
+
+def read_manifest(data_dir: str) -> Dict:
+    """Loads a build's manifest; raises FileNotFoundError with what the folder holds instead."""
+    path = os.path.join(data_dir, MANIFEST)
+    if not os.path.isfile(path):
+        if not os.path.isdir(data_dir):
+            raise FileNotFoundError(f"data folder {data_dir} does not exist; build one with "
+                                    "python build_tfrecords.py")
+        hint = (" (a build was started here but did not finish: run the same "
+                "build_tfrecords.py command again)" if os.path.isdir(
+                    os.path.join(data_dir, STATE_DIR)) else "")
+        raise FileNotFoundError(f"{data_dir} has no {MANIFEST}{hint}; it holds: "
+                                f"{', '.join(sorted(os.listdir(data_dir))) or 'nothing'}")
+    with open(path) as f:
+        return json.load(f)
+
+
+def summary_table(manifest: Dict) -> str:
+    """A few lines for the terminal: images per split and grade."""
+    lines = [f"{'split':<11}{'images':>8}{'patients':>10}  grades 0/1/2/3/4"]
+    for split in SPLITS:
+        entry = manifest["splits"].get(split)
+        if entry:
+            lines.append(f"{split:<11}{entry['count']:>8}{entry['patients']:>10}  "
+                         + "/".join(map(str, entry["grades"])))
+    lines.append(f"skipped: {manifest['skipped']} of {manifest['inputs']} inputs"
+                 + (f" ({', '.join(f'{n}× {r}' for r, n in manifest['skipped_reasons'].items())})"
+                    if manifest["skipped"] else ""))
+    return "\n".join(lines)
+
+
+def default_output_dir(source: str, config: BuilderConfig = BUILDER) -> str:
+    return os.path.join(config.output_root, source)
+
+

@@ -1,0 +1,327 @@
+"""Where photographs come from: list every input of a dataset, and every input that must be skipped.
+
+A source turns what the user has (the Kaggle download, a CSV, class folders, a TFDS copy, or the
+built-in synthetic generator) into ``InputRecord``s — one photograph with its grade, patient and
+(for Kaggle's Public/Private test labels) its fixed split — plus ``SkippedInput``s for every row or
+file that cannot be used, each with a reason. Nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+import re
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+from m2cnn_tf.config import NUM_GRADES
+
+IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
+KAGGLE_ID = re.compile(r"^(?P<patient>.+)_(?P<eye>left|right)$")
+# Kaggle's retinopathy_solution.csv: "Usage" says which leaderboard an image scored on.
+KAGGLE_USAGE_SPLITS = {"Public": "validation", "Private": "test"}
+KAGGLE_IMAGE_COLUMN = "image"
+KAGGLE_LABEL_COLUMN = "level"
+KAGGLE_USAGE_COLUMN = "Usage"
+SPLITS = ("train", "validation", "test")
+
+
+@dataclasses.dataclass(frozen=True)
+class InputRecord:
+    """One photograph to build."""
+
+    image_id: str  # unique within the dataset, e.g. "10_left"
+    patient_id: str  # both eyes of a patient share it
+    eye: str  # "left", "right" or ""
+    grade: int  # 0–4
+    kind: str  # "file", "synthetic" or "tfds"
+    location: str  # file path, "synthetic:<seed>" or "tfds:<split>:<name>"
+    split: Optional[str] = None  # fixed by the source (Kaggle Usage, TFDS split), else assigned
+
+
+@dataclasses.dataclass(frozen=True)
+class SkippedInput:
+    """One input that is not built, and why."""
+
+    file: str
+    reason: str
+
+
+class SourceError(ValueError):
+    """The source as a whole cannot be read (missing folder, CSV without the needed columns)."""
+
+
+def parse_image_id(image_id: str) -> Tuple[str, str]:
+    """(patient_id, eye) from a Kaggle-style id ``<patient>_<left|right>``; else (id, "")."""
+    match = KAGGLE_ID.match(image_id)
+    if match:
+        return match.group("patient"), match.group("eye")
+    return image_id, ""
+
+
+def parse_grade(text: object) -> int:
+    """A grade cell → 0–4; raises ValueError with the reason otherwise."""
+    value = str(text if text is not None else "").strip()
+    if value == "":
+        raise ValueError("label missing")
+    if not re.fullmatch(r"[+-]?\d+", value):
+        raise ValueError(f"grade {value!r} is not an integer 0–{NUM_GRADES - 1}")
+    grade = int(value)
+    if not 0 <= grade < NUM_GRADES:
+        raise ValueError(f"grade {grade} is outside 0–{NUM_GRADES - 1}")
+    return grade
+
+
+def _require_dir(path: str, flag: str) -> str:
+    if not path:
+        raise SourceError(f"{flag} is required for this source")
+    if not os.path.isdir(path):
+        raise SourceError(f"{flag}={path}: no such folder")
+    return path
+
+
+def _read_csv(path: str, required: Sequence[str]) -> Tuple[List[Dict[str, str]], List[str]]:
+    """Rows of a CSV (BOM and CRLF tolerated); raises SourceError naming missing columns."""
+    if not os.path.isfile(path):
+        raise SourceError(f"labels CSV {path}: no such file")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            columns = [c.strip() for c in (reader.fieldnames or [])]
+            rows = [{(k or "").strip(): (v or "") for k, v in row.items()} for row in reader]
+    except UnicodeDecodeError as e:
+        raise SourceError(f"labels CSV {path}: not UTF-8 text ({e.reason} at byte {e.start})")
+    missing = [c for c in required if c not in columns]
+    if missing:
+        raise SourceError(f"labels CSV {path}: missing column(s) {', '.join(missing)}; "
+                          f"it has {', '.join(columns) or 'no header'}")
+    return rows, columns
+
+
+def _index_images(images_dir: str) -> Dict[str, str]:
+    """{file name without extension: file name} for every image file in a folder."""
+    index = {}
+    for name in sorted(os.listdir(images_dir)):
+        stem, ext = os.path.splitext(name)
+        if ext.lower() in IMAGE_EXTENSIONS and stem not in index:
+            index[stem] = name
+    return index
+
+
+def _inside(base: str, path: str) -> bool:
+    base_real = os.path.realpath(base)
+    return os.path.commonpath([base_real, os.path.realpath(path)]) == base_real
+
+
+def kaggle_inputs(
+    images_dirs: Sequence[str], labels_csvs: Sequence[str]
+) -> Tuple[List[InputRecord], List[SkippedInput]]:
+    """The Kaggle EyePACS layout: ``<id>.jpeg`` files and ``image,level[,Usage]`` CSVs.
+
+    Args:
+      images_dirs: one folder per CSV (``train/``, ``test/``), or one folder for all.
+      labels_csvs: ``trainLabels.csv`` and/or ``retinopathy_solution.csv``; rows with a
+        ``Usage`` of Public go to the validation split, Private to test, others are assigned.
+
+    Returns:
+      (inputs, skipped).
+    """
+    if not labels_csvs:
+        raise SourceError("--labels_csv is required for --source=kaggle")
+    if len(images_dirs) == 1 and len(labels_csvs) > 1:
+        images_dirs = list(images_dirs) * len(labels_csvs)
+    if len(images_dirs) != len(labels_csvs):
+        raise SourceError(f"give one --images_dir per --labels_csv (got {len(images_dirs)} "
+                          f"folders for {len(labels_csvs)} CSVs)")
+    inputs: List[InputRecord] = []
+    skipped: List[SkippedInput] = []
+    seen: Dict[str, str] = {}
+    indexes: Dict[str, Dict[str, str]] = {}
+    labelled: Dict[str, set] = {}
+    csvs_of: Dict[str, List[str]] = {}
+    for images_dir, labels_csv in zip(images_dirs, labels_csvs):
+        _require_dir(images_dir, "--images_dir")
+        rows, columns = _read_csv(labels_csv, [KAGGLE_IMAGE_COLUMN, KAGGLE_LABEL_COLUMN])
+        has_usage = KAGGLE_USAGE_COLUMN in columns
+        if images_dir not in indexes:
+            indexes[images_dir] = _index_images(images_dir)
+        index = indexes[images_dir]
+        labelled.setdefault(images_dir, set())
+        csvs_of.setdefault(images_dir, []).append(labels_csv)
+        for line, row in enumerate(rows, start=2):
+            where = f"{labels_csv}:{line}"
+            image_id = row[KAGGLE_IMAGE_COLUMN].strip()
+            if not image_id:
+                skipped.append(SkippedInput(where, "row has no image id"))
+                continue
+            name = index.get(image_id)
+            labelled[images_dir].add(image_id)
+            file = os.path.join(images_dir, name) if name else os.path.join(images_dir, image_id)
+            if image_id in seen:
+                skipped.append(SkippedInput(file, f"duplicate id {image_id} ({where}; first at "
+                                                  f"{seen[image_id]})"))
+                continue
+            seen[image_id] = where
+            try:
+                grade = parse_grade(row[KAGGLE_LABEL_COLUMN])
+            except ValueError as e:
+                skipped.append(SkippedInput(file, f"{e} ({where})"))
+                continue
+            split = None
+            if has_usage:
+                usage = row[KAGGLE_USAGE_COLUMN].strip()
+                if usage not in KAGGLE_USAGE_SPLITS:
+                    skipped.append(SkippedInput(file, f"Usage {usage!r} is not one of "
+                                                      f"{', '.join(KAGGLE_USAGE_SPLITS)} ({where})"))
+                    continue
+                split = KAGGLE_USAGE_SPLITS[usage]
+            if name is None:
+                skipped.append(SkippedInput(file, f"image missing: no {image_id}"
+                                                  f"{{{','.join(IMAGE_EXTENSIONS)}}} in "
+                                                  f"{images_dir} for {where}"))
+                continue
+            patient, eye = parse_image_id(image_id)
+            inputs.append(InputRecord(image_id, patient, eye, grade, "file", file, split))
+    for images_dir, index in indexes.items():
+        for stem, name in index.items():
+            if stem not in labelled[images_dir]:
+                skipped.append(SkippedInput(os.path.join(images_dir, name),
+                                            f"no row for this image in "
+                                            f"{', '.join(csvs_of[images_dir])}"))
+    return inputs, skipped
+
+
+def csv_inputs(
+    images_dir: str,
+    labels_csv: str,
+    image_column: str,
+    label_column: str,
+    patient_column: Optional[str] = None,
+) -> Tuple[List[InputRecord], List[SkippedInput]]:
+    """Any CSV of (image path, grade[, patient]); paths relative to ``images_dir``.
+
+    A path may omit its extension; a path that resolves outside ``images_dir`` is refused.
+    """
+    _require_dir(images_dir, "--images_dir")
+    required = [image_column, label_column] + ([patient_column] if patient_column else [])
+    rows, _ = _read_csv(labels_csv, required)
+    inputs, skipped, seen = [], [], {}
+    for line, row in enumerate(rows, start=2):
+        where = f"{labels_csv}:{line}"
+        relative = row[image_column].strip()
+        if not relative:
+            skipped.append(SkippedInput(where, "row has no image path"))
+            continue
+        path = os.path.join(images_dir, relative)
+        if os.path.isabs(relative) or not _inside(images_dir, path):
+            skipped.append(SkippedInput(relative, f"path leaves --images_dir={images_dir} "
+                                                  f"({where}); refused"))
+            continue
+        if not os.path.splitext(path)[1]:
+            path = next((path + ext for ext in IMAGE_EXTENSIONS if os.path.isfile(path + ext)),
+                        path)
+        image_id = os.path.splitext(os.path.normpath(relative))[0].replace(os.sep, "/")
+        if image_id in seen:
+            skipped.append(SkippedInput(path, f"duplicate id {image_id} ({where}; first at "
+                                              f"{seen[image_id]})"))
+            continue
+        seen[image_id] = where
+        try:
+            grade = parse_grade(row[label_column])
+        except ValueError as e:
+            skipped.append(SkippedInput(path, f"{e} ({where})"))
+            continue
+        if not os.path.isfile(path):
+            skipped.append(SkippedInput(path, f"image missing for {where}"))
+            continue
+        patient, eye = parse_image_id(os.path.basename(image_id))
+        if patient_column:
+            patient = row[patient_column].strip() or patient
+        inputs.append(InputRecord(image_id, patient, eye, grade, "file", path))
+    return inputs, skipped
+
+
+def folder_inputs(images_dir: str) -> Tuple[List[InputRecord], List[SkippedInput]]:
+    """Class folders ``images_dir/0`` … ``images_dir/4`` holding photographs of each grade."""
+    _require_dir(images_dir, "--images_dir")
+    inputs, skipped, seen = [], [], {}
+    grade_dirs = [str(g) for g in range(NUM_GRADES)]
+    present = [d for d in grade_dirs if os.path.isdir(os.path.join(images_dir, d))]
+    if not present:
+        raise SourceError(f"--images_dir={images_dir} has none of the class folders "
+                          f"{', '.join(grade_dirs)}")
+    for entry in sorted(os.listdir(images_dir)):
+        if os.path.isdir(os.path.join(images_dir, entry)) and entry not in grade_dirs:
+            skipped.append(SkippedInput(os.path.join(images_dir, entry),
+                                        f"folder is not a grade 0–{NUM_GRADES - 1}; not read"))
+    for grade_dir in present:
+        folder = os.path.join(images_dir, grade_dir)
+        for name in sorted(os.listdir(folder)):
+            path = os.path.join(folder, name)
+            stem, ext = os.path.splitext(name)
+            if ext.lower() not in IMAGE_EXTENSIONS or not os.path.isfile(path):
+                skipped.append(SkippedInput(path, "not a .jpeg/.jpg/.png file"))
+                continue
+            if stem in seen:
+                skipped.append(SkippedInput(path, f"duplicate id {stem} (also {seen[stem]})"))
+                continue
+            seen[stem] = path
+            patient, eye = parse_image_id(stem)
+            inputs.append(InputRecord(stem, patient, eye, int(grade_dir), "file", path))
+    return inputs, skipped
+
+
+def synthetic_inputs(num_images: int, seed: int, width: int = 0) -> Tuple[List[InputRecord], List[SkippedInput]]:
+    """``num_images`` synthetic photographs, both eyes of each patient, grades balanced.
+
+    The photograph itself is drawn by the worker that preprocesses it
+    (``synthetic:<seed>:<width>``, width 0 = camera size).
+    """
+    if num_images < 1:
+        raise SourceError(f"--num_images must be at least 1, got {num_images}")
+    inputs = []
+    for i in range(num_images):
+        patient, eye = str(i // 2), ("left", "right")[i % 2]
+        grade = (i * 7 + seed) % NUM_GRADES  # every grade, spread over patients
+        inputs.append(InputRecord(f"{patient}_{eye}", patient, eye, grade, "synthetic",
+                                  f"synthetic:{seed * 1_000_003 + i}:{width}"))
+    return inputs, []
+
+
+TFDS_NAME = "diabetic_retinopathy_detection/original"
+TFDS_SPLITS = ("train", "validation", "test")
+
+
+def tfds_inputs(data_dir: Optional[str], manual_dir: Optional[str]
+                ) -> Tuple[List[InputRecord], List[SkippedInput], Dict[str, bytes]]:
+    """Kaggle EyePACS through ``tensorflow_datasets`` (its train/validation/test splits).
+
+    TFDS needs the Kaggle files in ``manual_dir`` the first time (it cannot download them).
+    The encoded photographs are returned in memory, keyed by location.
+    """
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder(TFDS_NAME, data_dir=data_dir)
+    download_config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
+    try:
+        builder.download_and_prepare(download_config=download_config)
+    except Exception as e:  # TFDS raises several types for a missing manual download
+        raise SourceError(f"TFDS could not prepare {TFDS_NAME}: {e}") from None
+    inputs, skipped, payloads = [], [], {}
+    for split in TFDS_SPLITS:
+        if split not in builder.info.splits:
+            continue
+        dataset = builder.as_dataset(split=split, decoders={"image": tfds.decode.SkipDecoding()})
+        for example in tfds.as_numpy(dataset):
+            name = example["name"]
+            image_id = name.decode("utf-8") if isinstance(name, bytes) else str(name)
+            location = f"tfds:{split}:{image_id}"
+            try:
+                grade = parse_grade(example["label"])
+            except ValueError as e:
+                skipped.append(SkippedInput(location, str(e)))
+                continue
+            patient, eye = parse_image_id(image_id)
+            payloads[location] = bytes(example["image"])
+            inputs.append(InputRecord(image_id, patient, eye, grade, "tfds", location, split))
+    return inputs, skipped, payloads
