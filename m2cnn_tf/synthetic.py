@@ -31,6 +31,7 @@ import numpy as np
 from m2cnn_tf.config import NUM_GRADES
 
 GRADES = tuple(range(NUM_GRADES))
+EYES = ("left", "right")
 Range = tuple  # (low, high) of a uniform draw
 PerGrade = tuple  # one (low, high) count range per grade 0..4
 
@@ -214,7 +215,11 @@ _COARSE_LIGHT_GRID = 8
 
 
 def make_fundus(
-    grade: int, seed: int, width: int | None = None, config: SyntheticConfig = SYNTHETIC
+    grade: int,
+    seed: int,
+    width: int | None = None,
+    config: SyntheticConfig = SYNTHETIC,
+    eye: str | None = None,
 ) -> SyntheticFundus:
     """Draws one synthetic fundus photograph of the given grade.
 
@@ -225,22 +230,26 @@ def make_fundus(
       width: output width in pixels; by default a camera width drawn from
         ``config.camera_width``. The height follows from the drawn aspect ratio.
       config: the numbers of the generator.
+      eye: "left" or "right" to impose the eye (e.g. to match a record's label); by default it is
+        drawn from the seed. Either way the rest of the photograph is the same.
 
     Returns:
       A SyntheticFundus: the uint8 RGB image, the grade, the boolean lesion mask of the same
       height and width, the eye and the field of view (cx, cy, radius) in pixels.
 
     Raises:
-      ValueError: on a grade outside 0–4, a negative or non-integer seed, or a width below
-        ``config.min_width``.
+      ValueError: on a grade outside 0–4, a negative or non-integer seed, a width below
+        ``config.min_width``, or an eye other than "left", "right" or None.
     """
     grade = _check_grade(grade)
     seed = _check_seed(seed)
     if width is not None and (not _is_int(width) or width < config.min_width):
         raise ValueError(
             f"width must be an integer ≥ {config.min_width} px or None, got {width!r}")
+    if eye not in (None,) + EYES:
+        raise ValueError(f"eye must be one of {EYES} or None, got {eye!r}")
     nuisance = np.random.default_rng([seed, _NUISANCE_STREAM])
-    scene = _draw_scene(nuisance, width, config)
+    scene = _draw_scene(nuisance, width, eye, config)
     reflectance = _paint_retina(scene, config)
     lesion_rng = np.random.default_rng([seed, _LESION_STREAM, grade])
     lesions = _draw_lesions(lesion_rng, grade, scene, config)
@@ -356,7 +365,8 @@ class _Scene:
     light: dict  # the photograph's nuisance draws
 
 
-def _draw_scene(rng: np.random.Generator, width: int | None, cfg: SyntheticConfig) -> _Scene:
+def _draw_scene(rng: np.random.Generator, width: int | None, eye: str | None,
+                cfg: SyntheticConfig) -> _Scene:
     """Draws the camera, the field of view and the retina's anatomy."""
     if width is None:
         width = int(rng.integers(cfg.camera_width[0], cfg.camera_width[1], endpoint=True))
@@ -378,7 +388,8 @@ def _draw_scene(rng: np.random.Generator, width: int | None, cfg: SyntheticConfi
     cy = (fov_cy + 0.5) * (render_h / height) - 0.5
     radius = fov_radius * scale
 
-    eye = "right" if rng.random() < 0.5 else "left"
+    drawn_eye = EYES[int(rng.random() < 0.5)]  # drawn even when imposed: keeps the stream aligned
+    eye = eye or drawn_eye
     mirror = 1.0 if eye == "right" else -1.0  # right eye: optic disc on the viewer's left
     angle = math.radians(_uniform(rng, (-cfg.rotation_deg, cfg.rotation_deg)))
     cos_a, sin_a = math.cos(angle), math.sin(angle)

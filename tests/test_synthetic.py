@@ -96,6 +96,17 @@ def test_optic_disc_is_on_the_nasal_side():
         assert (x > f.disc[0]) == (f.eye == "left"), f"seed {seed}"
 
 
+def test_eye_can_be_imposed_without_changing_the_rest():
+    drawn = make_fundus(2, 9, width=SMALL)
+    other = "left" if drawn.eye == "right" else "right"
+    same = make_fundus(2, 9, width=SMALL, eye=drawn.eye)
+    mirrored = make_fundus(2, 9, width=SMALL, eye=other)
+    assert np.array_equal(same.image, drawn.image) and mirrored.eye == other
+    assert mirrored.disc == drawn.disc and not np.array_equal(mirrored.image, drawn.image)
+    with pytest.raises(ValueError, match="left"):
+        make_fundus(2, 9, width=SMALL, eye="both")
+
+
 def test_lesion_mask_empty_at_grade_0_and_present_from_grade_1():
     for seed in range(5):
         for width in (128, SMALL):
