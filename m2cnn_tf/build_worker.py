@@ -41,8 +41,8 @@ def init_worker() -> None:
 def _synthetic_photograph(location: str, grade: int):
     from m2cnn_tf import synthetic  # only synthetic builds pay for importing it
 
-    _, seed, width = location.split(":")
-    return synthetic.make_fundus(grade, seed=int(seed), width=int(width) or None).image
+    _, seed, width, eye = location.split(":")
+    return synthetic.make_fundus(grade, seed=int(seed), width=int(width) or None, eye=eye).image
 
 
 def normalise(task: Task):

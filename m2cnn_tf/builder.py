@@ -129,12 +129,12 @@ def _json_bytes(value) -> bytes:
 
 
 def _relative_source(location: str, images_root: Optional[str]) -> str:
-    if images_root and os.path.isabs(location) is False and not location.startswith(
-            ("synthetic:", "tfds:")):
-        try:
-            return os.path.relpath(location, images_root)
-        except ValueError:
-            return location
+    """A file's path relative to the images folder (records must not embed this machine's
+    layout); synthetic and TFDS locations are kept as they are."""
+    if images_root and not location.startswith(("synthetic:", "tfds:")):
+        relative = os.path.relpath(os.path.abspath(location), os.path.abspath(images_root))
+        if not relative.startswith(".."):
+            return relative
     return location
 
 
@@ -264,7 +264,7 @@ def build(
     state_dir = os.path.join(output_dir, STATE_DIR)
     os.makedirs(state_dir, exist_ok=True)
     with locking.DirectoryLock(os.path.join(state_dir, LOCK), "building TFRecords") as lock:
-        if lock.stale_cleared and not quiet:
+        if lock.stale_cleared:
             print(f"note: cleared a stale lock left by pid {lock.stale_cleared.get('pid')}",
                   file=sys.stderr)
         _check_or_write_plan(output_dir, state_dir, plan)
@@ -282,7 +282,7 @@ def build(
                     done[shard.name] = json.load(f)
         pending = [s for s in shards if s.name not in done]
         finished_inputs = sum(len(s.inputs) for s in shards if s.name in done)
-        if done and not quiet:
+        if done:
             print(f"resuming: {len(done)} of {len(shards)} shards already complete",
                   file=sys.stderr)
 

@@ -224,9 +224,15 @@ def read_image(source: ImageSource, reduction: int = 1) -> np.ndarray:
 
 
 def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
-    """RGB uint8 → JPEG bytes."""
+    """RGB uint8 → JPEG bytes, with full-resolution colour (4:4:4).
+
+    Eq. 1 output carries fine colour detail (red microaneurysms, yellow exudates); the default
+    4:2:0 chroma subsampling halves its resolution and costs ~40 % more error at 224 px.
+    """
     ok, encoded = cv2.imencode(
-        ".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
+        ".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
+        [cv2.IMWRITE_JPEG_QUALITY, int(quality),
+         cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444],
     )
     if not ok:
         raise RuntimeError("JPEG encoding failed")

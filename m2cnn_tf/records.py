@@ -52,7 +52,7 @@ def make_example(
         SOURCE: _bytes(source.encode("utf-8", errors="surrogateescape")),
     }
     return example_pb2.Example(
-        features=feature_pb2.Features(feature=features)).SerializeToString()
+        features=feature_pb2.Features(feature=features)).SerializeToString(deterministic=True)
 
 
 def feature_spec() -> Dict[str, object]:

@@ -35,7 +35,7 @@ class InputRecord:
     eye: str  # "left", "right" or ""
     grade: int  # 0–4
     kind: str  # "file", "synthetic" or "tfds"
-    location: str  # file path, "synthetic:<seed>" or "tfds:<split>:<name>"
+    location: str  # file path, "synthetic:<seed>:<width>:<eye>" or "tfds:<split>:<name>"
     split: Optional[str] = None  # fixed by the source (Kaggle Usage, TFDS split), else assigned
 
 
@@ -275,7 +275,7 @@ def synthetic_inputs(num_images: int, seed: int, width: int = 0) -> Tuple[List[I
     """``num_images`` synthetic photographs, both eyes of each patient, grades balanced.
 
     The photograph itself is drawn by the worker that preprocesses it
-    (``synthetic:<seed>:<width>``, width 0 = camera size).
+    (``synthetic:<seed>:<width>:<eye>``, width 0 = camera size).
     """
     if num_images < 1:
         raise SourceError(f"--num_images must be at least 1, got {num_images}")
@@ -284,7 +284,7 @@ def synthetic_inputs(num_images: int, seed: int, width: int = 0) -> Tuple[List[I
         patient, eye = str(i // 2), ("left", "right")[i % 2]
         grade = (i * 7 + seed) % NUM_GRADES  # every grade, spread over patients
         inputs.append(InputRecord(f"{patient}_{eye}", patient, eye, grade, "synthetic",
-                                  f"synthetic:{seed * 1_000_003 + i}:{width}"))
+                                  f"synthetic:{seed * 1_000_003 + i}:{width}:{eye}"))
     return inputs, []
 
 
@@ -308,8 +308,9 @@ def tfds_inputs(data_dir: Optional[str], manual_dir: Optional[str]
     except Exception as e:  # TFDS raises several types for a missing manual download
         raise SourceError(f"TFDS could not prepare {TFDS_NAME}: {e}") from None
     inputs, skipped, payloads = [], [], {}
+    known = set(builder.info.splits.keys())  # empty when mocked (tfds.testing.mock_data)
     for split in TFDS_SPLITS:
-        if split not in builder.info.splits:
+        if known and split not in known:
             continue
         dataset = builder.as_dataset(split=split, decoders={"image": tfds.decode.SkipDecoding()})
         for example in tfds.as_numpy(dataset):
