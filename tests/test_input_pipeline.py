@@ -1,0 +1,131 @@
+"""The tf.data input pipeline over a built dataset."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from m2cnn_tf import builder, input_pipeline, records, sources
+from m2cnn_tf.config import PREPROCESS
+
+RESOLUTIONS = (224, 448)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pipeline") / "data"
+    inputs, skipped = sources.synthetic_inputs(30, seed=5, width=640)
+    builder.build(inputs, skipped, str(out), builder.BuildSettings(
+        resolutions=RESOLUTIONS, examples_per_shard=7, val_fraction=0.3, num_workers=1),
+        {"kind": "synthetic"}, quiet=True)
+    return str(out)
+
+
+def _take(dataset, batches):
+    iterator = iter(dataset)
+    out = [next(iterator) for _ in range(batches)]
+    del iterator  # never leave a live iterator with numpy_function work for interpreter exit
+    return out
+
+
+def test_training_batches_have_the_documented_structure(data_dir):
+    dataset = input_pipeline.make_dataset(data_dir, "train", 448, batch_size=4, training=True,
+                                          seed=1)
+    for batch in _take(dataset, 3):
+        assert batch["image"].shape == (4, 448, 448, 3) and batch["image"].dtype == tf.uint8
+        assert batch["grade"].dtype == tf.int32 and batch["grade"].shape == (4,)
+        assert set(batch) == {"image", "grade", "image_id", "patient_id"}
+        assert all(0 <= int(g) <= 4 for g in batch["grade"])
+
+
+def test_evaluation_reads_every_image_once_unaugmented(data_dir):
+    dataset = input_pipeline.make_dataset(data_dir, "validation", 224, batch_size=4,
+                                          training=False)
+    stored = {}
+    for shard in builder.read_manifest(data_dir)["splits"]["validation"]["resolutions"]["224"][
+            "shards"]:
+        for raw in tf.data.TFRecordDataset(f"{data_dir}/{shard}"):
+            example = records.parse_example_numpy(raw.numpy())
+            stored[example[records.IMAGE_ID].decode()] = tf.io.decode_jpeg(
+                example[records.IMAGE_ENCODED]).numpy()
+    seen = []
+    for batch in dataset:
+        for image, image_id in zip(batch["image"].numpy(), batch["image_id"].numpy()):
+            np.testing.assert_array_equal(image, stored[image_id.decode()])
+            seen.append(image_id.decode())
+    assert sorted(seen) == sorted(stored)
+    assert len(seen) == input_pipeline.split_size(data_dir, "validation")
+
+
+def test_deterministic_runs_repeat_exactly_and_seeds_differ(data_dir):
+    def run(seed):
+        dataset = input_pipeline.make_dataset(data_dir, "train", 224, batch_size=4,
+                                              training=True, seed=seed, deterministic=True)
+        return [(b["image"].numpy(), b["image_id"].numpy()) for b in _take(dataset, 3)]
+
+    first, again, other = run(7), run(7), run(8)
+    for (a_img, a_ids), (b_img, b_ids) in zip(first, again):
+        np.testing.assert_array_equal(a_ids, b_ids)
+        np.testing.assert_array_equal(a_img, b_img)
+    assert any(not np.array_equal(a[0], c[0]) for a, c in zip(first, other))
+
+
+def test_class_balanced_sampling_evens_out_the_grades(tmp_path):
+    inputs, _ = sources.synthetic_inputs(40, seed=1, width=400)
+    # make grade 0 dominant, as in EyePACS
+    inputs = [dataclasses.replace(r, grade=0 if i % 5 else r.grade) for i, r in enumerate(inputs)]
+    out = str(tmp_path / "skewed")
+    builder.build(inputs, [], out, builder.BuildSettings(resolutions=(224,), num_workers=1,
+                                                        val_fraction=0.0),
+                  {"kind": "synthetic"}, quiet=True)
+    natural = np.asarray(input_pipeline.grade_counts(out, "train"), float)
+    assert natural[0] / natural.sum() > 0.7
+    dataset = input_pipeline.make_dataset(out, "train", 224, batch_size=50, training=True,
+                                          seed=3, class_balanced=True, augment=False)
+    grades = np.concatenate([b["grade"].numpy() for b in _take(dataset, 6)])
+    present = natural > 0
+    share = np.bincount(grades, minlength=5)[present] / grades.size
+    assert np.all(np.abs(share - 1 / present.sum()) < 0.1), share
+
+
+def _disc_image(size=224):
+    rng = np.random.default_rng(0)
+    image = np.full((size, size, 3), int(PREPROCESS.gamma), np.uint8)
+    inside = np.hypot(*np.mgrid[:size, :size] - (size - 1) / 2) < 0.45 * size
+    image[inside] = rng.integers(0, 256, (inside.sum(), 3))
+    return image, inside
+
+
+def test_augmentation_is_seeded_and_keeps_gamma_outside_the_disc():
+    image, inside = _disc_image()
+    config = dataclasses.replace(input_pipeline.AUGMENT, brightness=0.0)
+    a = input_pipeline.augment_image(image, 11, config)
+    np.testing.assert_array_equal(a, input_pipeline.augment_image(image, 11, config))
+    assert not np.array_equal(a, input_pipeline.augment_image(image, 12, config))
+    # a zoom of at most 5 % keeps everything beyond 0.5 × size at γ (contrast pivots on γ)
+    far = np.hypot(*np.mgrid[:224, :224] - 223 / 2) > 0.5 * 224
+    assert (a[far] == PREPROCESS.gamma).all()
+
+
+def test_flip_is_an_exact_mirror():
+    image, _ = _disc_image()
+    config = input_pipeline.AugmentConfig(rotate=False, flip=True, zoom=0.0, brightness=0.0,
+                                          contrast=0.0)
+    outputs = [input_pipeline.augment_image(image, s, config) for s in range(8)]
+    mirrored = [o for o in outputs if np.array_equal(o, image[:, ::-1])]
+    unchanged = [o for o in outputs if np.array_equal(o, image)]
+    assert mirrored and unchanged and len(mirrored) + len(unchanged) == 8
+
+
+def test_missing_split_resolution_or_folder_says_what_exists(data_dir, tmp_path):
+    with pytest.raises(ValueError, match="no 'test' split; it has: train, validation"):
+        input_pipeline.make_dataset(data_dir, "test", 224, 4, training=False)
+    with pytest.raises(ValueError, match="no 720 px images; it has: 224, 448"):
+        input_pipeline.make_dataset(data_dir, "train", 720, 4, training=False)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        input_pipeline.make_dataset(str(tmp_path / "nowhere"), "train", 224, 4, training=False)
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / builder.STATE_DIR).mkdir()
+    with pytest.raises(FileNotFoundError, match="did not finish"):
+        input_pipeline.make_dataset(str(tmp_path / "half"), "train", 224, 4, training=False)
