@@ -39,9 +39,15 @@ class PreprocessConfig:
     # upsampled back; ~20× cheaper than blurring at full size, within a grey level of it.
     blur_sigma_at_reduced_scale: float = 3.0
 
+    # Resampling: shrinking by up to this factor uses bilinear interpolation, beyond it an area
+    # average. Up to 2× both weigh about two source pixels per output pixel (no pixel is
+    # skipped), and OpenCV's bilinear is 5–10× faster than its area average at non-integer
+    # factors; beyond 2× bilinear would skip pixels and alias, so the area average is used.
+    bilinear_max_shrink: float = 2.0
+
     # --- locating the field of view (find_fundus) ---
     # The circle is fitted on a copy whose longer side is about this many pixels.
-    detection_size: int = 512
+    detection_size: int = 256
     # A pixel belongs to the fundus when its brightness (sum of the three channels, 0–765)
     # exceeds the background level by this fraction of the (foreground − background) contrast...
     foreground_fraction: float = 0.15
@@ -162,3 +168,93 @@ class BuilderConfig:
 
 
 BUILDER = BuilderConfig()
+
+
+# --- Training (paper III-A fixes the two learning rates and, by Eq. 4, equal loss weights) ---
+LR_FINETUNE = 1e-4  # LR1: weights restored from the stage before (or ImageNet), fine-tuned
+LR_NEW = 1e-3  # LR2: weights new at this stage (cells the resolution adds; all of them from scratch)
+LOSS_WEIGHTS = (1.0, 1.0)  # (cross-entropy L1, MSE of the score L2): Eq. 4 adds them unweighted
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """One training run (train.py): every flag's default, and every constant of the loop.
+
+    Tests shrink this (``dataclasses.replace(TRAIN, variant="tiny", train_steps=2, …)``); train.py
+    builds it from its flags. Fields the paper fixes say so; the rest say why we chose them.
+    """
+
+    # --- what to train, on what, from what ---
+    resolution: int = 224  # input side; 224 → 448 → 720 is the paper's staging (II-C, Fig. 4)
+    variant: str = "m2cnn"  # a key of VARIANTS; "tiny" for tests and CPU demos
+    # "none" (everything new), "imagenet" (BaseNet from Keras' ImageNet weights, the paper's start
+    # at 224), a Keras notop .h5 file, or the model directory / a checkpoint of an earlier stage.
+    init: str = "none"
+    data_dir: str = ""  # a build_tfrecords.py output; required
+    # Where checkpoints and logs go; "" means this template, giving runs/m2cnn_448 for the paper's
+    # variant at 448, the directory the next stage's --init names.
+    model_dir: str = ""
+    model_dir_template: str = "runs/{variant}_{resolution}"
+    train_split: str = "train"
+    # Evaluation split; "train" evaluates on the (unaugmented) training images, for overfit checks.
+    eval_split: str = "validation"
+
+    # --- the loss (Eq. 2–4) ---
+    lr_finetune: float = LR_FINETUNE
+    lr_new: float = LR_NEW
+    loss_weights: tuple = LOSS_WEIGHTS
+    # L_reg = weight_decay · ½ Σ‖W‖² over conv and dense kernels (tf.nn.l2_loss's ½, so the
+    # gradient is weight_decay · W). The paper gives no value; 4e-5 is what Inception-ResNet-v2
+    # was trained with (TF-slim's inception_resnet_v2_arg_scope), the network BaseNet is.
+    weight_decay: float = 4e-5
+
+    # --- optimiser: the paper names none ---
+    # Adam: LR1 = 1e-4 and LR2 = 1e-3 are Adam's customary rates (its default is 1e-3), while SGD
+    # at 1e-3 would barely move a new head. Not AdamW: Eq. 4 puts the decay in the loss as L_reg,
+    # and decoupled decay would apply it a second time.
+    optimizer: str = "adam"
+    adam_beta_1: float = 0.9  # Keras' (and Kingma & Ba's) defaults
+    adam_beta_2: float = 0.999
+    adam_epsilon: float = 1e-7
+    sgd_momentum: float = 0.9  # only with optimizer="sgd"
+    # float16 only: Keras' LossScaleOptimizer defaults (start high, halve on overflow).
+    loss_scale_initial: float = 2.0**15
+    loss_scale_growth_steps: int = 2000
+
+    # --- schedule, in steps (global batches) ---
+    # Global batch, split across replicas. Not in the paper. Training memory grows by ≈ 2 GB per
+    # 720 px image (PAPER_NOTES, measured on CPU), so 16 asks ≈ 32 GB over all replicas at 720:
+    # lower it on one small GPU, raise it at 224 (≈ 0.3 GB per image).
+    batch_size: int = 16
+    # ≈ 7 passes over the 35,126 Kaggle training images at batch 16 per stage; the paper gives no
+    # schedule. Stages that fine-tune could stop earlier: watch the validation kappa.
+    train_steps: int = 15000
+    # ≈ one pass over Kaggle's training set at batch 16 (35,126 / 16 ≈ 2,200).
+    eval_every_steps: int = 2000
+    # Rolling checkpoints: at 720 px about 5–10 minutes of GPU time, the most a crash loses.
+    checkpoint_every_steps: int = 500
+    keep_checkpoints: int = 3  # rolling ones; the best one is kept apart in best/
+    log_every_steps: int = 50  # loss terms, learning rates and images/s to TensorBoard and metrics.jsonl
+
+    # --- data ---
+    augment: bool = True  # input_pipeline's rotation/flip/zoom/colour jitter on training images
+    # The paper mentions no resampling, and kappa is measured on the natural grade mix; a balanced
+    # stream would shift the score head's prior towards the rare grades.
+    class_balanced: bool = False
+    seed: int = 0  # weights, shuffling, augmentation and dropout
+
+    # --- hardware ---
+    strategy: str = "default"  # default | mirrored | multiworker | tpu
+    tpu: str = ""  # TPU name or address for --strategy=tpu ("" = the local TPU VM)
+    mixed_precision: str = "none"  # none | float16 | bfloat16 (variables stay float32)
+    # XLA: not by default, since on CPU it was no faster here and it recompiles for the last,
+    # smaller evaluation batch; try it on GPU.
+    jit_compile: bool = False
+    # Synchronised batch-norm statistics across replicas (used only with more than one). At 720 px
+    # the per-replica batch is a few images, whose own mean and variance are noisy; synchronised,
+    # a replicated step equals the single-device step on the global batch.
+    sync_batch_norm: bool = True
+    cpu_devices: int = 0  # > 0: split the CPU into this many logical devices (tests of mirrored)
+
+
+TRAIN = TrainConfig()

@@ -35,8 +35,8 @@ from m2cnn_tf import image_io
 from m2cnn_tf.config import PREPROCESS, PreprocessConfig
 
 _MIN_EDGE_POINTS = 24  # fewer boundary points than this cannot define a circle reliably
-_RANSAC_TRIALS = 128  # random 3-point circles tried; the one most edge points agree with wins
-_RANSAC_SCORING_POINTS = 400  # candidates are scored on this many evenly spaced edge points
+_RANSAC_TRIALS = 64  # random 3-point circles tried; the one most edge points agree with wins
+_RANSAC_SCORING_POINTS = 200  # candidates are scored on this many evenly spaced edge points
 _RANSAC_SEED = 0  # fixed, so the same photograph always gives the same circle
 
 
@@ -248,8 +248,44 @@ def find_fundus(image: np.ndarray, config: PreprocessConfig = PREPROCESS) -> Fun
                         radius=float(r * k))
 
 
+def resample(image: np.ndarray, size: int, config: PreprocessConfig = PREPROCESS) -> np.ndarray:
+    """Square image → (size, size), fast and without aliasing.
+
+    Shrinking by at most ``bilinear_max_shrink`` is bilinear; by more, an area average by a
+    whole factor k (OpenCV's exact fast path) first, then bilinear for the rest. See the config
+    for why. Depends only on (image, size), so a size is the same whichever others are asked.
+    """
+    shrink = image.shape[0] / size
+    if shrink > config.bilinear_max_shrink:
+        k = int(shrink)
+        if image.shape[0] % k == 0 and image.shape[1] % k == 0:
+            image = cv2.resize(image, (image.shape[1] // k, image.shape[0] // k),
+                               interpolation=cv2.INTER_AREA)
+        else:
+            return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
+
+
+def shrink_photograph(image: np.ndarray, circle: FundusCircle, size: int,
+                      config: PreprocessConfig = PREPROCESS) -> Tuple[np.ndarray, FundusCircle]:
+    """Area-averages a photograph by a whole factor while its disc stays ≥ ``size``/2× across.
+
+    Used before cropping, so that the crop is then scaled by at most ``bilinear_max_shrink``.
+    The last (k − 1) rows and columns of the frame are dropped to make the factor exact; the
+    circle is mapped exactly.
+    """
+    shrink = 2 * circle.radius / size
+    if shrink <= config.bilinear_max_shrink:
+        return image, circle
+    k = int(shrink)  # the disc stays at least ``size`` across; what is left is a shrink < 2
+    h, w = image.shape[:2]
+    small = cv2.resize(image[: h // k * k, : w // k * k], (w // k, h // k),
+                       interpolation=cv2.INTER_AREA)
+    return small, circle.scaled(1.0 / k)
+
+
 def crop_to_disc(
-    image: np.ndarray, circle: FundusCircle, size: int
+    image: np.ndarray, circle: FundusCircle, size: int, config: PreprocessConfig = PREPROCESS
 ) -> Tuple[np.ndarray, np.ndarray]:
     """Cuts the square around the disc and scales it so the disc's diameter is ``size``.
 
@@ -275,8 +311,7 @@ def crop_to_disc(
     crop = image[sy0:sy1, sx0:sx1]
     crop = cv2.copyMakeBorder(crop, sy0 - y0, y0 + side - sy1, sx0 - x0, x0 + side - sx1,
                               cv2.BORDER_CONSTANT, value=(0, 0, 0))
-    interpolation = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
-    canvas = cv2.resize(crop, (size, size), interpolation=interpolation)
+    canvas = resample(crop, size, config)
     # Canvas pixel i covers source [x0 + i/s, x0 + (i+1)/s) (pixel-edge coordinates).
     scale = size / side
     edges = np.arange(size + 1) / scale
@@ -412,10 +447,11 @@ def normalize_fundus_multi(
     if circle is None:
         circle = find_fundus(image, config)
     full = normalization_size(sizes, config)
-    canvas, inside_frame = crop_to_disc(image, circle, full)
+    image, circle = shrink_photograph(image, circle, full, config)
+    canvas, inside_frame = crop_to_disc(image, circle, full, config)
     normalized = apply_eq1(canvas, inside_frame & circular_mask(full, config), config)
     return {
-        s: normalized if s == full else cv2.resize(normalized, (s, s), interpolation=cv2.INTER_AREA)
+        s: normalized if s == full else resample(normalized, s, config)
         for s in sizes
     }
 
@@ -542,7 +578,7 @@ def preview_panel(
                (0, 255, 0), thickness)
     cv2.drawMarker(outlined, (int(round(circle.cx)), int(round(circle.cy))), (0, 255, 0),
                    cv2.MARKER_CROSS, 8 * thickness, thickness)
-    canvas, _ = crop_to_disc(image, circle, normalization_size(sizes, config))
+    canvas, _ = crop_to_disc(image, circle, normalization_size(sizes, config), config)
     normalized = normalize_fundus_multi(image, sizes, circle, config)
     tiles = [
         _label(_fit_height(outlined, tile_height), f"{title} {image.shape[1]}x{image.shape[0]}"),

@@ -183,17 +183,20 @@ def test_outside_the_mask_is_gamma_and_the_disc_is_centred(eyepacs_1024):
 
 
 def test_sizes_are_one_picture_at_three_scales(eyepacs_fullres):
-    """Bound: mean |224 − area-resize(720 → 224)| ≤ 0.5 grey level; and asking for 224 alone
-    gives exactly the pixels of the 224 in a (224, 448, 720) request."""
+    """Each size is ``resample``d from the one Eq. 1 picture at 720 (exactly). ``resample`` is
+    fast (bilinear up to 2×, whole-factor area beyond) and stays within a mean 2.5 grey levels
+    of an exact area average at 224 and 1.5 at 448 (stated bounds; measured worst over the 30
+    camera originals: 1.91 and 1.15 — the same order as JPEG q95's own error). Asking for 224
+    alone gives exactly the pixels of the 224 in a (224, 448, 720) request."""
     for path in _real_files(eyepacs_fullres)[:5]:
         image = image_io.read_image(path, reduction=2)
         multi = fundus.normalize_fundus_multi(image, SIZES)
         for size in SIZES:
             assert multi[size].shape == (size, size, 3) and multi[size].dtype == np.uint8
-        resized = cv2.resize(multi[720], (224, 224), interpolation=cv2.INTER_AREA)
-        assert np.abs(multi[224].astype(int) - resized.astype(int)).mean() <= 0.5, path.name
-        linear = cv2.resize(multi[720], (224, 224), interpolation=cv2.INTER_LINEAR)
-        assert np.abs(multi[224].astype(int) - linear.astype(int)).mean() <= 3.0, path.name
+            np.testing.assert_array_equal(multi[size], fundus.resample(multi[720], size))
+        for size, bound in ((224, 2.5), (448, 1.5)):
+            area = cv2.resize(multi[720], (size, size), interpolation=cv2.INTER_AREA)
+            assert np.abs(multi[size].astype(int) - area.astype(int)).mean() <= bound, path.name
         np.testing.assert_array_equal(fundus.normalize_fundus(image, 224), multi[224])
 
 
