@@ -35,9 +35,23 @@ from m2cnn_tf import image_io
 from m2cnn_tf.config import PREPROCESS, PreprocessConfig
 
 _MIN_EDGE_POINTS = 24  # fewer boundary points than this cannot define a circle reliably
-_RANSAC_TRIALS = 64  # random 3-point circles tried; the one most edge points agree with wins
+_RANSAC_TRIALS = 64  # 3-point circles tried; the one most edge points agree with wins
 _RANSAC_SCORING_POINTS = 200  # candidates are scored on this many evenly spaced edge points
-_RANSAC_SEED = 0  # fixed, so the same photograph always gives the same circle
+
+
+def _ransac_fractions(trials: int) -> np.ndarray:
+    """Where in the edge-point list each trial picks its 3 points: (trials, 3) in [0, 1).
+
+    A fixed low-discrepancy sequence (Roberts' R3) instead of a random generator, so the same
+    photograph always gives the same circle, here and in the TensorFlow serving graph, whatever
+    NumPy version either runs.
+    """
+    phi = 1.2207440846057596  # the positive root of x⁴ = x + 1 (R3 in three dimensions)
+    alpha = np.array([1 / phi, 1 / phi ** 2, 1 / phi ** 3])
+    return np.mod(0.5 + np.arange(1, trials + 1)[:, None] * alpha[None, :], 1.0)
+
+
+RANSAC_FRACTIONS = _ransac_fractions(_RANSAC_TRIALS)
 
 
 class NoFundusError(ValueError):
@@ -103,9 +117,8 @@ def _robust_circle(x: np.ndarray, y: np.ndarray, tolerance: float, min_radius: f
     Straight cuts (a photograph's frame, a damaged half image) and dark bays in the rim give
     edge points off the circle; random 3-point circles scored by their inliers ignore them.
     """
-    rng = np.random.default_rng(_RANSAC_SEED)
     points = np.stack([x, y], axis=1)
-    picks = rng.integers(0, len(points), size=(_RANSAC_TRIALS, 3))
+    picks = np.minimum((RANSAC_FRACTIONS * len(points)).astype(np.int64), len(points) - 1)
     cx, cy, r = _circles_through(points[picks[:, 0]], points[picks[:, 1]], points[picks[:, 2]])
     ok = np.isfinite(r) & (r >= min_radius) & (r <= max_radius)
     cx, cy, r = cx[ok], cy[ok], r[ok]
@@ -204,14 +217,10 @@ def find_fundus(image: np.ndarray, config: PreprocessConfig = PREPROCESS) -> Fun
     if count < 2:
         raise NoFundusError("no fundus found: nothing brighter than the background")
     largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    # The field of view is convex: fill its convex hull, so neither dark holes (macula,
-    # haemorrhages, an under-exposed centre) nor dark bays reaching the rim change the outline.
-    contours, _ = cv2.findContours((labels == largest).astype(np.uint8), cv2.RETR_EXTERNAL,
-                                   cv2.CHAIN_APPROX_SIMPLE)
-    hull = cv2.convexHull(np.concatenate(contours, axis=0))
-    mask = np.zeros_like(mask)
-    cv2.fillConvexPoly(mask, hull, 1)
-    mask = mask.astype(bool)
+    # Only the outline counts: edge points are each row's and column's outermost pixels, so
+    # dark holes (macula, haemorrhages) do not matter, and dark bays reaching the rim give
+    # points off the circle, which the robust fit ignores.
+    mask = labels == largest
 
     x, y = _edge_points(mask)
     if x.size < _MIN_EDGE_POINTS:
