@@ -292,3 +292,13 @@ def test_preview_command_reports_a_bad_file(tmp_path):
     assert result.returncode == 1
     assert str(bad) in result.stderr and "empty" in result.stderr
     assert not (tmp_path / "p.png").exists()
+
+
+def test_synthetic_photographs_disc_is_found_where_it_was_drawn():
+    from m2cnn_tf import synthetic
+
+    for photo in synthetic.make_dataset(10, seed=3, width=900):
+        found = fundus.find_fundus(photo.image)
+        cx, cy, radius = photo.disc
+        assert abs(found.cx - cx) <= 0.01 * radius and abs(found.cy - cy) <= 0.01 * radius
+        assert abs(found.radius - radius) <= 0.015 * radius  # the drawn rim is soft
