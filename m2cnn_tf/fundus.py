@@ -198,7 +198,9 @@ def find_fundus(image: np.ndarray, config: PreprocessConfig = PREPROCESS) -> Fun
                            interpolation=cv2.INTER_AREA)
     else:
         small = image
-    # Sum of the channels: dark photographs keep more signal than in any one channel.
+    # Brightness = R + G + B saturated at 255 (cv2.transform keeps uint8): dark photographs keep
+    # more signal than in any one channel, and the saturation keeps over-exposed ones from
+    # pushing the threshold up. graph_preprocess reproduces exactly this.
     brightness = cv2.transform(small, np.ones((1, 3), np.float32))
     # A median removes JPEG noise and specks without moving the step at the rim.
     brightness = cv2.medianBlur(brightness, 5)
@@ -208,7 +210,7 @@ def find_fundus(image: np.ndarray, config: PreprocessConfig = PREPROCESS) -> Fun
     if contrast < config.min_foreground_contrast:
         raise NoFundusError(
             f"no fundus found: the image is nearly uniform (channel-sum brightness "
-            f"{background:.0f}–{foreground:.0f} of 765); expected a bright circular retina on a "
+            f"{background:.0f}–{foreground:.0f} of 255); expected a bright circular retina on a "
             "dark frame")
     threshold = background + max(config.min_foreground_contrast,
                                  config.foreground_fraction * contrast)
