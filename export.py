@@ -1,19 +1,48 @@
-"""Export a trained M²CNN as a TF Serving SavedModel: ``python export.py --model_dir=... ``.
+"""Export a trained M²CNN as a TF Serving SavedModel that grades raw fundus photographs.
 
-Thin entry point. Export (raw-photograph serving signature with in-graph preprocessing) is the
-export issue's work and is not in this version yet; this command says so.
+    python export.py --model_dir=runs/m2cnn_720 --export_dir=exported/m2cnn [--version=N]
+        [--checkpoint=best|latest]
+
+Writes exported/m2cnn/<version>/ (TF Serving's layout; never overwrites a version). Signatures:
+serving_default(image_bytes: string[None]) with the whole preprocessing in the graph, and
+predict_normalized(images: uint8[None, r, r, 3]). Thresholds fitted by
+``evaluate.py --fit_thresholds`` are used when present, rounding otherwise.
 """
 
+import os
 import sys
 
-from absl import app
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags  # noqa: E402
+
+from m2cnn_tf import serving  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model_dir", None, "The training run to export.", required=True)
+flags.DEFINE_string("export_dir", "exported/m2cnn", "TF Serving base path for the model.")
+flags.DEFINE_integer("version", None, "Integer version (default: one above the highest present).")
+flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which checkpoint to export.")
 
 
 def main(argv):
-    del argv
-    sys.exit("export.py: SavedModel export is not implemented in this version of m2cnn-tf yet "
-             "(see the project's export issue).")
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        path = serving.export_saved_model(FLAGS.model_dir, FLAGS.export_dir, FLAGS.version,
+                                          FLAGS.checkpoint)
+    except (serving.ExportError, FileNotFoundError, ValueError) as e:
+        print(f"export: error: {e}", file=sys.stderr)
+        return 1
+    metadata = serving.read_metadata(path)
+    kappa = metadata.get("validation_kappa_score")
+    print(f"exported {FLAGS.model_dir} ({metadata['checkpoint']}, {metadata['variant']} at "
+          f"{metadata['resolution']} px, thresholds {metadata['thresholds_source']}"
+          + (f", validation kappa {kappa:.4f}" if kappa is not None else "") + f") to {path}")
+    print(f"serve it: docker run -p 8501:8501 -v {os.path.abspath(FLAGS.export_dir)}:"
+          f"/models/m2cnn -e MODEL_NAME=m2cnn tensorflow/serving")
+    return 0
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(lambda argv: sys.exit(main(argv)))

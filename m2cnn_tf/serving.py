@@ -1,0 +1,183 @@
+"""Export a trained M²CNN as a TF Serving SavedModel that takes a raw fundus photograph.
+
+Every public DR code base preprocesses offline and ships bare weights, so serving drifts from
+training. This export carries the preprocessing inside the graph (``graph_preprocess``, the
+TensorFlow twin of ``fundus.load_normalized``): a camera JPEG goes in, a grade comes out.
+
+Layout (TF Serving's): ``EXPORT_DIR/<version>/saved_model.pb``, ``variables/``, and
+``assets.extra/m2cnn_metadata.json`` (resolution, variant, thresholds, preprocessing constants,
+training-data checksum, validation kappa, package version). Versions are integers; a new export
+takes one above the highest present and never overwrites one.
+
+Signatures:
+  serving_default(image_bytes: string [None]) — raw JPEG/PNG files, preprocessed in the graph;
+  predict_normalized(images: uint8 [None, r, r, 3]) — images already normalised at r.
+Both return ``probabilities`` [None, 5], ``score`` [None], ``grade`` [None] int32 (the score cut
+by the exported thresholds), ``grade_from_probabilities`` [None] int32 and ``fundus_found``
+[None] bool. A photograph in which no fundus is found is not an error (one bad photograph must
+not fail a batch): its ``fundus_found`` is False, both grades are −1 and ``score`` and
+``probabilities`` are NaN.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+from typing import Dict, Optional, Sequence
+
+import keras
+import tensorflow as tf
+
+from m2cnn_tf import __version__, checkpoints, graph_preprocess, thresholds
+from m2cnn_tf.config import PREPROCESS
+
+SERVING_SIGNATURE = "serving_default"
+NORMALIZED_SIGNATURE = "predict_normalized"
+BYTES_INPUT = "image_bytes"
+NORMALIZED_INPUT = "images"
+OUTPUTS = ("probabilities", "score", "grade", "grade_from_probabilities", "fundus_found")
+METADATA_DIR = "assets.extra"  # TF Serving's place for files that travel with a model
+METADATA_FILE = "m2cnn_metadata.json"
+NOT_GRADED = -1  # grade of a photograph without a fundus
+
+
+class ExportError(RuntimeError):
+    """The export cannot be written; the message says why."""
+
+
+def model_outputs(model: keras.Model, images: tf.Tensor, cuts: tf.Tensor,
+                  found: Optional[tf.Tensor] = None) -> Dict[str, tf.Tensor]:
+    """The serving outputs for a batch of normalised images (see the module docstring)."""
+    out = model(images, training=False)
+    probabilities = tf.nn.softmax(tf.cast(out["logits"], tf.float32), axis=-1)
+    score = tf.cast(out["score"], tf.float32)
+    grade = tf.reduce_sum(tf.cast(score[:, None] > cuts[None, :], tf.int32), axis=1)
+    from_probabilities = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+    if found is None:
+        found = tf.ones_like(grade, dtype=tf.bool)
+    nan = tf.constant(float("nan"), tf.float32)
+    return {
+        "probabilities": tf.where(found[:, None], probabilities, nan),
+        "score": tf.where(found, score, nan),
+        "grade": tf.where(found, grade, NOT_GRADED),
+        "grade_from_probabilities": tf.where(found, from_probabilities, NOT_GRADED),
+        "fundus_found": found,
+    }
+
+
+def build_archive(model: keras.Model, resolution: int, cuts: Sequence[float]
+                  ) -> keras.export.ExportArchive:
+    """An ExportArchive with both signatures around ``model``."""
+    cuts_tensor = tf.constant(thresholds.check_thresholds(cuts), tf.float32)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+
+    def predict_normalized(images):
+        return model_outputs(model, images, cuts_tensor)
+
+    def serve_bytes(image_bytes):
+        images, found = graph_preprocess.preprocess_batch(image_bytes, resolution)
+        return model_outputs(model, images, cuts_tensor, found)
+
+    archive.add_endpoint(NORMALIZED_SIGNATURE, predict_normalized, input_signature=[
+        tf.TensorSpec([None, resolution, resolution, 3], tf.uint8, name=NORMALIZED_INPUT)])
+    archive.add_endpoint(SERVING_SIGNATURE, serve_bytes, input_signature=[
+        tf.TensorSpec([None], tf.string, name=BYTES_INPUT)])
+    return archive
+
+
+def existing_versions(export_dir: str) -> list:
+    """Integer version folders under an export base directory, ascending."""
+    if not os.path.isdir(export_dir):
+        return []
+    return sorted(int(n) for n in os.listdir(export_dir)
+                  if re.fullmatch(r"\d+", n) and os.path.isdir(os.path.join(export_dir, n)))
+
+
+def export_saved_model(model_dir: str, export_dir: str, version: Optional[int] = None,
+                       checkpoint: str = checkpoints.BEST) -> str:
+    """Exports a training run's checkpoint as ``export_dir/<version>``.
+
+    Args:
+      model_dir: the training run (config.json, checkpoints, optional thresholds.json).
+      export_dir: TF Serving's base path for this model.
+      version: integer version; default one above the highest present.
+      checkpoint: "best" or "latest".
+
+    Returns:
+      The written version folder.
+
+    Raises:
+      ExportError: the version exists already, or ``version`` is not a positive integer.
+      FileNotFoundError: no such run or checkpoint (naming what exists).
+    """
+    versions = existing_versions(export_dir)
+    if version is None:
+        version = (versions[-1] + 1) if versions else 1
+    if not isinstance(version, int) or version < 1:
+        raise ExportError(f"--version must be a positive integer, got {version!r}")
+    target = os.path.join(export_dir, str(version))
+    if os.path.exists(target):
+        raise ExportError(f"{target} exists already; exports are never overwritten (versions "
+                          f"present: {versions}); choose another --version or leave it unset")
+    model, info = checkpoints.load_trained_model(model_dir, checkpoint)
+    resolution = int(info["resolution"])
+    cuts, cuts_source = thresholds.load_thresholds(model_dir)
+    validation = info.get("validation") or {}
+    metadata = {
+        "resolution": resolution,
+        "variant": info["variant"],
+        "thresholds": list(cuts),
+        "thresholds_source": "fitted on validation" if cuts_source != "rounding" else "rounding",
+        "preprocessing": dataclasses.asdict(PREPROCESS),
+        "training_data_checksum": info.get("data_checksum"),
+        "validation_kappa_score": validation.get("kappa_score"),
+        "validation_kappa_argmax": validation.get("kappa_argmax"),
+        "checkpoint": os.path.basename(info["checkpoint"]),
+        "step": info["step"],
+        "package_version": __version__,
+        "signatures": {SERVING_SIGNATURE: BYTES_INPUT, NORMALIZED_SIGNATURE: NORMALIZED_INPUT},
+        "outputs": list(OUTPUTS),
+        "no_fundus": "fundus_found False, grades -1, score and probabilities NaN",
+    }
+    os.makedirs(export_dir, exist_ok=True)
+    # Written under a hidden name and renamed: TF Serving polls the base path and must never
+    # load a half-written version.
+    staging = os.path.join(export_dir, f".incomplete-{version}-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        build_archive(model, resolution, cuts).write_out(staging, verbose=False)
+        os.makedirs(os.path.join(staging, METADATA_DIR), exist_ok=True)
+        with open(os.path.join(staging, METADATA_DIR, METADATA_FILE), "w") as f:
+            json.dump(metadata, f, indent=2, sort_keys=True)
+        os.rename(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def resolve_export(path: str) -> str:
+    """A version folder from either a version folder or a base path (highest version)."""
+    if os.path.isfile(os.path.join(path, "saved_model.pb")):
+        return path
+    versions = existing_versions(path)
+    if versions:
+        return os.path.join(path, str(versions[-1]))
+    raise FileNotFoundError(f"{path} is neither a SavedModel (no saved_model.pb) nor an export "
+                            "base path with integer version folders")
+
+
+def read_metadata(version_dir: str) -> Dict:
+    with open(os.path.join(version_dir, METADATA_DIR, METADATA_FILE)) as f:
+        return json.load(f)
+
+
+def is_export(path: str) -> bool:
+    try:
+        resolve_export(path)
+        return True
+    except FileNotFoundError:
+        return False
