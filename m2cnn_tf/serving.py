@@ -32,7 +32,7 @@ import keras
 import tensorflow as tf
 
 from m2cnn_tf import __version__, checkpoints, graph_preprocess, thresholds
-from m2cnn_tf.config import PREPROCESS
+from m2cnn_tf.config import NUM_GRADES, PREPROCESS
 
 SERVING_SIGNATURE = "serving_default"
 NORMALIZED_SIGNATURE = "predict_normalized"
@@ -51,9 +51,15 @@ class ExportError(RuntimeError):
 def model_outputs(model: keras.Model, images: tf.Tensor, cuts: tf.Tensor,
                   found: Optional[tf.Tensor] = None) -> Dict[str, tf.Tensor]:
     """The serving outputs for a batch of normalised images (see the module docstring)."""
-    out = model(images, training=False)
-    probabilities = tf.nn.softmax(tf.cast(out["logits"], tf.float32), axis=-1)
-    score = tf.cast(out["score"], tf.float32)
+    def run():
+        out = model(images, training=False)
+        return tf.cast(out["logits"], tf.float32), tf.cast(out["score"], tf.float32)
+
+    def nothing():  # oneDNN's batch norm fails on an empty batch; TF Serving may send one
+        return tf.zeros([0, NUM_GRADES], tf.float32), tf.zeros([0], tf.float32)
+
+    logits, score = tf.cond(tf.shape(images)[0] > 0, run, nothing)
+    probabilities = tf.nn.softmax(logits, axis=-1)
     grade = tf.reduce_sum(tf.cast(score[:, None] > cuts[None, :], tf.int32), axis=1)
     from_probabilities = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
     if found is None:
@@ -131,7 +137,8 @@ def export_saved_model(model_dir: str, export_dir: str, version: Optional[int] =
         "resolution": resolution,
         "variant": info["variant"],
         "thresholds": list(cuts),
-        "thresholds_source": "fitted on validation" if cuts_source != "rounding" else "rounding",
+        "thresholds_source": (f"fitted on {checkpoints.read_json(cuts_source)['fitted_on']}"
+                              if cuts_source != "rounding" else "rounding"),
         "preprocessing": dataclasses.asdict(PREPROCESS),
         "training_data_checksum": info.get("data_checksum"),
         "validation_kappa_score": validation.get("kappa_score"),
