@@ -6,6 +6,13 @@ Modules, one responsibility each:
   fundus       locating the fundus disc, cropping, scaling and Eq. 1 normalisation
   synthetic    synthetic fundus photographs with known grades and lesion masks
   model        the M²CNN Keras model (BaseNet, Multi-Cell switch, multi-task heads)
+  losses       the multi-task loss of Eq. 2–4, term by term
+  metrics      quadratic weighted kappa, accuracy and MSE from accumulated confusion matrices
+  optimizers   one optimiser per learning-rate group (LR1 fine-tune, LR2 new), wrapped as one
+  distribution tf.distribute strategies, mixed precision, logical CPU devices
+  checkpoints  a run's folder: rolling and best checkpoints, --init sources, load_trained_model
+  summaries    metrics.jsonl, TensorBoard scalars and confusion-matrix images
+  training     the training loop (train.py): staged fine-tuning, evaluation, resume
 """
 
 __version__ = "0.1.0"

@@ -1,0 +1,161 @@
+"""What a run reports: metrics.jsonl lines, TensorBoard scalars, the confusion matrix as an image.
+
+Only the chief process writes (``Reporter(enabled=False)`` everywhere else), so a multi-worker run
+leaves one set of logs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Dict, Optional
+
+import cv2
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import summary_pb2
+
+
+METRICS_JSONL = "metrics.jsonl"
+TRAIN_LOGS = "train"  # TensorBoard folders under the model directory
+EVAL_LOGS = "validation"
+
+# Confusion-matrix picture: cell size in pixels, margin for the axis labels, text scale.
+_CELL = 64
+_MARGIN = 48
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+_FONT_SCALE = 0.5
+
+
+def confusion_matrix_image(confusion, title: str = "") -> np.ndarray:
+    """Draws a confusion matrix: rows true grade, columns predicted, shade = share of the row.
+
+    Args:
+        confusion: (K, K) counts.
+        title: drawn above the matrix.
+
+    Returns:
+        uint8 RGB image (H, W, 3).
+    """
+    counts = np.asarray(confusion, dtype=np.int64)
+    k = counts.shape[0]
+    row_totals = counts.sum(axis=1, keepdims=True)
+    shares = np.divide(counts, row_totals, out=np.zeros(counts.shape, np.float64),
+                       where=row_totals > 0)
+    size = _MARGIN + k * _CELL
+    image = np.full((size + _MARGIN // 2, size + _MARGIN // 2, 3), 255, np.uint8)
+    for i in range(k):
+        for j in range(k):
+            y0, x0 = _MARGIN + i * _CELL, _MARGIN + j * _CELL
+            shade = int(round(255 * (1.0 - shares[i, j])))
+            colour = (shade, shade, 255) if i != j else (shade, 255, shade)  # RGB
+            cv2.rectangle(image, (x0, y0), (x0 + _CELL - 1, y0 + _CELL - 1), colour, -1)
+            cv2.rectangle(image, (x0, y0), (x0 + _CELL - 1, y0 + _CELL - 1), (160, 160, 160), 1)
+            text = str(counts[i, j])
+            (w, h), _ = cv2.getTextSize(text, _FONT, _FONT_SCALE, 1)
+            cv2.putText(image, text, (x0 + (_CELL - w) // 2, y0 + (_CELL + h) // 2), _FONT,
+                        _FONT_SCALE, (0, 0, 0), 1, cv2.LINE_AA)
+        for label, org in ((str(i), (_MARGIN // 2 - 4, _MARGIN + i * _CELL + _CELL // 2 + 4)),
+                           (str(i), (_MARGIN + i * _CELL + _CELL // 2 - 4, _MARGIN - 8))):
+            cv2.putText(image, label, org, _FONT, _FONT_SCALE, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(image, f"{title}  (rows: true, columns: predicted)" if title else
+                "rows: true, columns: predicted", (4, 14), _FONT, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+    return image
+
+
+# TensorFlow 2.21 no longer installs TensorBoard, and tf.summary.scalar/image are TensorBoard's
+# code; the summary op itself (tf.summary.write) is TensorFlow's. So the two kinds we log are
+# written directly, with the plugin metadata TensorBoard's scalar and image dashboards read
+# (their plugin-data protos at version 0 serialise to empty content).
+_SCALAR_METADATA = summary_pb2.SummaryMetadata(
+    plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"),
+    data_class=summary_pb2.DATA_CLASS_SCALAR)
+_IMAGE_METADATA = summary_pb2.SummaryMetadata(
+    plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="images"),
+    data_class=summary_pb2.DATA_CLASS_BLOB_SEQUENCE)
+
+
+def write_scalar(name: str, value: float, step: int) -> None:
+    """A TensorBoard scalar on the default summary writer."""
+    tf.summary.write(name, tf.constant(float(value), tf.float32), step=step,
+                     metadata=_SCALAR_METADATA)
+
+
+def write_image(name: str, image: np.ndarray, step: int) -> None:
+    """A TensorBoard image (uint8 RGB, (H, W, 3)) on the default summary writer."""
+    encoded = tf.io.encode_png(tf.constant(image, tf.uint8))
+    height, width = image.shape[:2]
+    tensor = tf.stack([tf.constant(str(width)), tf.constant(str(height)), encoded])
+    tf.summary.write(name, tensor, step=step, metadata=_IMAGE_METADATA)
+
+
+def _json_value(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # "nan"/"inf": JSON has no literal for them
+    return value
+
+
+class Reporter:
+    """metrics.jsonl plus TensorBoard writers for one model directory.
+
+    Args:
+        model_dir: the run's folder.
+        enabled: False on every process but the chief: then nothing is written.
+    """
+
+    def __init__(self, model_dir: str, enabled: bool = True):
+        self.model_dir = model_dir
+        self.enabled = enabled
+        self._writers: Dict[str, tf.summary.SummaryWriter] = {}
+
+    def _writer(self, kind: str) -> tf.summary.SummaryWriter:
+        if kind not in self._writers:
+            self._writers[kind] = tf.summary.create_file_writer(
+                os.path.join(self.model_dir, kind))
+        return self._writers[kind]
+
+    def jsonl(self, record: Dict) -> None:
+        """Appends one line to metrics.jsonl (with the wall time)."""
+        if not self.enabled:
+            return
+        record = {"time": round(time.time(), 3), **record}
+        line = json.dumps({k: _json_value(v) for k, v in record.items()})
+        with open(os.path.join(self.model_dir, METRICS_JSONL), "a") as f:
+            f.write(line + "\n")
+
+    def scalars(self, kind: str, step: int, values: Dict[str, float]) -> None:
+        """TensorBoard scalars under ``model_dir/kind``."""
+        if not self.enabled:
+            return
+        with self._writer(kind).as_default(step=step):
+            for name, value in values.items():
+                write_scalar(name, value, step)
+
+    def confusion(self, kind: str, step: int, name: str, confusion) -> None:
+        """A confusion matrix as a TensorBoard image."""
+        if not self.enabled:
+            return
+        image = confusion_matrix_image(confusion, title=f"{name}, step {step}")
+        with self._writer(kind).as_default(step=step):
+            write_image(name, image, step)
+
+    def flush(self) -> None:
+        for writer in self._writers.values():
+            writer.flush()
+
+    def close(self) -> None:
+        for writer in self._writers.values():
+            writer.close()
+        self._writers = {}
+
+
+def read_metrics(model_dir: str, kind: Optional[str] = None) -> list:
+    """The records of a run's metrics.jsonl, optionally only those of one ``kind``."""
+    path = os.path.join(model_dir, METRICS_JSONL)
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    return [r for r in records if kind is None or r.get("kind") == kind]

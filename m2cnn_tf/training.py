@@ -1,0 +1,682 @@
+"""The training loop: staged fine-tuning with two learning rates, multi-task loss, kappa evaluation.
+
+``train_and_evaluate(config)`` is the whole of ``python train.py``. In order:
+
+1. ``check_inputs``: the data has the resolution and non-empty splits, ``--init`` exists — all
+   before any model is built, failing with a message that says what exists.
+2. The strategy and dtype policy; the model inside the strategy's scope.
+3. Resume first: with a checkpoint in ``--model_dir``, restore model, optimisers and step (the
+   learning-rate groups come from the run's ``init_report.json``). Otherwise initialise from
+   ``--init`` (``initialize_weights``): an earlier stage's checkpoint is restored into a model of
+   that stage and transferred block by block (``model.transfer_weights``); the transfer report
+   splits the trainable variables into the fine-tune group (LR1) and the new group (LR2).
+4. ``train_step`` / ``eval_step`` under ``tf.function`` and ``strategy.run``; the loss terms of
+   ``losses.multitask_loss`` are logged apart; evaluation every ``eval_every_steps`` computes
+   kappa (score and argmax), accuracy, MSE and confusion matrices once from accumulated counts.
+5. Rolling checkpoints, the best one by score kappa in ``best/``, metrics.jsonl, TensorBoard.
+
+No training state lives at module level: everything is built per call and released at the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from typing import Callable, Dict, Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+import m2cnn_tf
+from m2cnn_tf import (checkpoints, config, distribution, input_pipeline, locking, losses,
+                      metrics, optimizers, summaries)
+from m2cnn_tf import builder
+from m2cnn_tf import model as m2cnn
+
+# A resumed or repeated run must agree with the first on these, or it would silently continue
+# a different experiment; other settings (train_steps, eval_every_steps, …) may change.
+IDENTITY_FIELDS = ("variant", "resolution", "init", "data_checksum", "mixed_precision",
+                   "optimizer")
+# The train step's per-batch statistics kept for the training kappa (the rest are eval-only).
+_TRAIN_STATISTICS = ("confusion_score", "count")
+
+
+class TrainingError(ValueError):
+    """The run cannot start or go on; the message says why and what exists."""
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite; nothing was saved after the last good checkpoint."""
+
+
+# --------------------------------------------------------------------------------------------
+# Checks before any work
+# --------------------------------------------------------------------------------------------
+
+
+def model_dir_of(train_config: config.TrainConfig) -> str:
+    """``--model_dir``, or the default derived from variant and resolution."""
+    return train_config.model_dir or train_config.model_dir_template.format(
+        variant=train_config.variant, resolution=train_config.resolution)
+
+
+def _split_summary(manifest: Dict) -> str:
+    splits = manifest.get("splits", {})
+    return ", ".join(f"{name} ({entry.get('count', 0)} images)"
+                     for name, entry in sorted(splits.items())) or "none"
+
+
+def check_data(data_dir: str, resolution: int, splits) -> Dict:
+    """Checks that a built dataset holds non-empty ``splits`` at ``resolution``.
+
+    Args:
+        data_dir: a build_tfrecords.py output folder.
+        resolution: the training resolution.
+        splits: split names that must exist and have images.
+
+    Returns:
+        ``{"manifest": …, "sizes": {split: images}, "shards": {split: files}}``.
+
+    Raises:
+        TrainingError: naming the splits and resolutions the folder does have.
+    """
+    if not data_dir:
+        raise TrainingError("--data_dir is required: a folder written by build_tfrecords.py")
+    try:
+        manifest = builder.read_manifest(data_dir)
+    except FileNotFoundError as e:
+        raise TrainingError(f"--data_dir: {e}") from None
+    built = manifest.get("resolutions", [])
+    if resolution not in built:
+        raise TrainingError(f"--data_dir={data_dir} has no {resolution} px images; it has "
+                            f"{', '.join(f'{r} px' for r in built) or 'none'} (rebuild with "
+                            f"build_tfrecords.py --resolutions including {resolution}, or train "
+                            "at a resolution it has)")
+    sizes, shards = {}, {}
+    for split in splits:
+        entry = manifest.get("splits", {}).get(split)
+        if not entry or entry.get("count", 0) == 0:
+            raise TrainingError(
+                f"--data_dir={data_dir} has no images in the '{split}' split; it has: "
+                f"{_split_summary(manifest)} (build with --val_fraction > 0 for a validation "
+                "split, or evaluate on another split)")
+        sizes[split] = int(entry["count"])
+        shards[split] = len(entry["resolutions"][str(resolution)]["shards"])
+    return {"manifest": manifest, "sizes": sizes, "shards": shards}
+
+
+def check_config(train_config: config.TrainConfig) -> None:
+    """Checks the values of the flags that need no files (raises TrainingError)."""
+    c = train_config
+    problems = []
+    if c.variant not in config.VARIANTS:
+        problems.append(f"--variant={c.variant!r} is not one of {sorted(config.VARIANTS)}")
+    try:
+        m2cnn.multicell_path(c.resolution)
+    except ValueError as e:
+        problems.append(f"--resolution: {e}")
+    if c.strategy not in distribution.STRATEGIES:
+        problems.append(f"--strategy={c.strategy!r} is not one of {distribution.STRATEGIES}")
+    if c.mixed_precision not in distribution.PRECISION_POLICIES:
+        problems.append(f"--mixed_precision={c.mixed_precision!r} is not one of "
+                        f"{tuple(distribution.PRECISION_POLICIES)}")
+    for name in ("batch_size", "eval_every_steps", "checkpoint_every_steps", "log_every_steps",
+                 "keep_checkpoints"):
+        if getattr(c, name) < 1:
+            problems.append(f"--{name} must be ≥ 1, got {getattr(c, name)}")
+    if c.train_steps < 0:
+        problems.append(f"--train_steps must be ≥ 0, got {c.train_steps}")
+    if len(c.loss_weights) != 2 or any(w < 0 for w in c.loss_weights):
+        problems.append(f"--loss_weights must be two non-negative numbers (CE, MSE), got "
+                        f"{c.loss_weights}")
+    for name in ("lr_finetune", "lr_new", "weight_decay"):
+        if getattr(c, name) < 0:
+            problems.append(f"--{name} must be ≥ 0, got {getattr(c, name)}")
+    if problems:
+        raise TrainingError("; ".join(problems))
+
+
+def check_inputs(train_config: config.TrainConfig) -> Dict:
+    """Everything that can fail without building a model: flags, data, ``--init``.
+
+    Returns:
+        ``{"data": check_data(...), "init": checkpoints.InitSource}``.
+
+    Raises:
+        TrainingError: one message naming what is wrong and what exists.
+    """
+    check_config(train_config)
+    data = check_data(train_config.data_dir, train_config.resolution,
+                      sorted({train_config.train_split, train_config.eval_split}))
+    try:
+        init = checkpoints.resolve_init(train_config.init)
+    except ValueError as e:
+        raise TrainingError(str(e)) from None
+    if init.kind == "stage":
+        variant = init.run_config.get("variant")
+        if variant != train_config.variant:
+            raise TrainingError(f"--init={train_config.init} is a {variant!r} run; this run is "
+                                f"--variant={train_config.variant} (stages must share a variant)")
+    return {"data": data, "init": init}
+
+
+# --------------------------------------------------------------------------------------------
+# Initial weights and learning-rate groups
+# --------------------------------------------------------------------------------------------
+
+
+def _report_for_blocks(model: keras.Model, source: str, restored_blocks) -> m2cnn.TransferReport:
+    blocks = m2cnn.block_variables(model)
+    return m2cnn.TransferReport(
+        source=source, target=model.name,
+        restored={b: tuple(v.path for v in vs) for b, vs in blocks.items() if b in restored_blocks},
+        new={b: tuple(v.path for v in vs) for b, vs in blocks.items() if b not in restored_blocks})
+
+
+def initialize_weights(model: keras.Model, init: checkpoints.InitSource) -> m2cnn.TransferReport:
+    """Gives ``model`` its starting weights from ``--init``; returns what was restored.
+
+    ImageNet and weight files were already loaded into BaseNet by ``build_m2cnn(weights=…)``;
+    an earlier stage is rebuilt at its own resolution, its checkpoint restored (every variable
+    must match) and its blocks copied by ``model.transfer_weights``.
+
+    Args:
+        model: the freshly built model of this stage.
+        init: the resolved ``--init``.
+
+    Returns:
+        The transfer report: restored blocks (fine-tune group) and new blocks.
+    """
+    if init.kind == "none":
+        return _report_for_blocks(model, "none", ())
+    if init.kind in ("imagenet", "weights_file"):
+        return _report_for_blocks(model, init.path or init.kind, (m2cnn.BASENET,))
+    source = m2cnn.build_m2cnn(int(init.run_config["resolution"]), init.run_config["variant"])
+    checkpoints.restore_model(source, init.path)
+    report = m2cnn.transfer_weights(source, model)
+    del source
+    return report
+
+
+def _weights_argument(init: checkpoints.InitSource):
+    return {"imagenet": m2cnn.IMAGENET, "weights_file": init.path}.get(init.kind)
+
+
+def learning_rate_groups(model: keras.Model, report: m2cnn.TransferReport) -> Dict[str, list]:
+    """Trainable variables by learning-rate group: restored → "finetune", others → "new".
+
+    Groups are whole blocks, so they are found by block and checked against the report's own
+    partition (its variable paths are those of the model the report was made for).
+
+    Args:
+        model: the model being trained.
+        report: its transfer report (or one read back from init_report.json on resume).
+
+    Returns:
+        ``{"finetune": [...], "new": [...]}``, together every trainable variable exactly once.
+
+    Raises:
+        AssertionError: if a trainable variable is in no group or in both.
+    """
+    trainable = {id(v) for v in model.trainable_variables}
+    restored_blocks = set(report.restored)
+    groups = {optimizers.FINETUNE: [], optimizers.NEW: []}
+    for block, variables in m2cnn.block_variables(model).items():
+        group = optimizers.FINETUNE if block in restored_blocks else optimizers.NEW
+        groups[group] += [v for v in variables if id(v) in trainable]
+    members = [id(v) for vs in groups.values() for v in vs]
+    assert len(members) == len(set(members)) == len(trainable) and set(members) == trainable, (
+        f"learning-rate groups cover {len(set(members))} of {len(trainable)} trainable variables "
+        f"({len(members) - len(set(members))} twice)")
+    return groups
+
+
+def report_from_dict(value: Dict) -> m2cnn.TransferReport:
+    """A TransferReport back from ``to_dict()`` (init_report.json)."""
+    return m2cnn.TransferReport(
+        source=value["source"], target=value["target"],
+        restored={b: tuple(p) for b, p in value["restored"].items()},
+        new={b: tuple(p) for b, p in value["new"].items()},
+        source_only=tuple(value.get("source_only", ())))
+
+
+# --------------------------------------------------------------------------------------------
+# Steps
+# --------------------------------------------------------------------------------------------
+
+
+def train_step(model: keras.Model, optimizer, kernels, images, grades, loss_config: Dict):
+    """One optimisation step on one replica's part of the batch.
+
+    Args:
+        model: the network.
+        optimizer: a MultiOptimizer (or a LossScaleOptimizer around one).
+        kernels: the variables under weight decay.
+        images: uint8 (b, r, r, 3).
+        grades: int32 (b,).
+        loss_config: keyword arguments of ``losses.multitask_loss`` besides the tensors
+            (loss_weights, weight_decay, global_batch_size, num_replicas).
+
+    Returns:
+        ``(terms, statistics)``: this replica's loss terms (summing to the global loss over
+        replicas) and its training confusion counts.
+    """
+    variables = model.trainable_variables
+    with tf.GradientTape() as tape:
+        outputs = model(images, training=True)
+        terms = losses.multitask_loss(grades, outputs["logits"], outputs["score"], kernels,
+                                      **loss_config)
+        # Identity unless the optimiser is a LossScaleOptimizer (float16): then loss × scale.
+        scaled_loss = optimizer.scale_loss(terms[losses.TOTAL])
+    gradients = tape.gradient(scaled_loss, variables)
+    optimizer.apply(gradients, variables)
+    statistics = metrics.batch_statistics(grades, outputs["logits"], outputs["score"])
+    return terms, {k: statistics[k] for k in _TRAIN_STATISTICS}
+
+
+def eval_step(model: keras.Model, images, grades) -> Dict[str, tf.Tensor]:
+    """Sufficient statistics of one replica's evaluation batch (``metrics.batch_statistics``)."""
+    outputs = model(images, training=False)
+    return metrics.batch_statistics(grades, outputs["logits"], outputs["score"])
+
+
+def _sum_over_replicas(strategy, per_replica):
+    return tf.nest.map_structure(
+        lambda t: strategy.reduce(tf.distribute.ReduceOp.SUM, t, axis=None), per_replica)
+
+
+def make_train_function(strategy, model, optimizer, train_config: config.TrainConfig,
+                        global_batch_size: int) -> Callable:
+    """``train_step`` on every replica under one ``tf.function``; returns summed terms/counts.
+
+    Args:
+        strategy: the tf.distribute strategy.
+        model: the network (built in the strategy's scope).
+        optimizer: built in the strategy's scope.
+        train_config: loss weights, weight decay, jit_compile.
+        global_batch_size: images per step over all replicas.
+
+    Returns:
+        A function of one distributed batch ``(images, grades)``.
+    """
+    kernels = [v for v in model.trainable_variables if losses.is_decayed(v)]
+    loss_config = dict(loss_weights=train_config.loss_weights,
+                       weight_decay=train_config.weight_decay,
+                       global_batch_size=global_batch_size,
+                       num_replicas=strategy.num_replicas_in_sync)
+
+    def replica_step(images, grades):
+        return train_step(model, optimizer, kernels, images, grades, loss_config)
+
+    if train_config.jit_compile:
+        replica_step = tf.function(replica_step, jit_compile=True)
+
+    @tf.function
+    def distributed_train_step(batch):
+        return _sum_over_replicas(strategy, strategy.run(replica_step, args=batch))
+
+    return distributed_train_step
+
+
+def make_eval_function(strategy, model) -> Callable:
+    """``eval_step`` on every replica under one ``tf.function``; returns summed statistics."""
+
+    @tf.function(reduce_retracing=True)  # the last batch may be smaller
+    def distributed_eval_step(batch):
+        return _sum_over_replicas(strategy, strategy.run(lambda i, g: eval_step(model, i, g),
+                                                         args=batch))
+
+    return distributed_eval_step
+
+
+def evaluate(eval_function: Callable, dataset) -> Dict:
+    """Runs ``eval_function`` over a whole (distributed, finite) dataset.
+
+    Returns:
+        ``metrics.summarize`` of the accumulated statistics.
+    """
+    totals = metrics.zero_statistics()
+    for batch in dataset:
+        totals = metrics.accumulate(
+            totals, {k: v.numpy() for k, v in eval_function(batch).items()})
+    return metrics.summarize(totals)
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------
+
+
+def _images_and_grades(batch):
+    # Only tensors the model needs cross to the devices (TPUs take no strings).
+    return batch["image"], batch["grade"]
+
+
+def make_datasets(strategy, train_config: config.TrainConfig, data: Dict, global_batch_size: int,
+                  start_step: int):
+    """The distributed training stream (infinite) and evaluation set (one pass).
+
+    The training seed is offset by the step a run starts from, so a resumed run draws new
+    batches instead of replaying the ones it already trained on.
+    """
+    c = train_config
+    workers = distribution.num_workers(strategy)
+    train = input_pipeline.make_dataset(
+        c.data_dir, c.train_split, c.resolution, global_batch_size, training=True,
+        seed=c.seed + start_step, class_balanced=c.class_balanced, augment=c.augment)
+    evaluation = input_pipeline.make_dataset(
+        c.data_dir, c.eval_split, c.resolution, global_batch_size, training=False)
+    result = []
+    for dataset, split in ((train, c.train_split), (evaluation, c.eval_split)):
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = distribution.auto_shard_policy(
+            data["shards"][split], workers)
+        dataset = dataset.map(_images_and_grades).with_options(options)
+        result.append(strategy.experimental_distribute_dataset(dataset))
+    return tuple(result)
+
+
+# --------------------------------------------------------------------------------------------
+# Run configuration on disk
+# --------------------------------------------------------------------------------------------
+
+
+def run_config(train_config: config.TrainConfig, model_dir: str, data: Dict,
+               init: checkpoints.InitSource, strategy) -> Dict:
+    """What config.json records about a run."""
+    manifest = data["manifest"]
+    return {
+        "variant": train_config.variant,
+        "resolution": train_config.resolution,
+        "model_dir": model_dir,
+        "init": train_config.init,
+        "init_source": init.describe(),
+        "data_dir": train_config.data_dir,
+        "data_checksum": manifest.get("inputs_checksum"),
+        "data_splits": data["sizes"],
+        "mixed_precision": train_config.mixed_precision,
+        "optimizer": train_config.optimizer,
+        "strategy": train_config.strategy,
+        "replicas": strategy.num_replicas_in_sync,
+        "flags": json.loads(json.dumps(dataclasses.asdict(train_config))),  # as read back
+        "versions": {"m2cnn_tf": m2cnn_tf.__version__, "tensorflow": tf.__version__,
+                     "keras": keras.__version__},
+    }
+
+
+def _check_same_run(previous: Dict, current: Dict, model_dir: str) -> list:
+    """Raises if identity fields differ; returns the flags that changed (for a note)."""
+    different = [f"{k}: {previous.get(k)!r} then, {current.get(k)!r} now"
+                 for k in IDENTITY_FIELDS if previous.get(k) != current.get(k)]
+    if different:
+        raise TrainingError(f"{model_dir} holds checkpoints of another run ({'; '.join(different)})"
+                            "; give another --model_dir, or the original flags to resume it")
+    before, now = previous.get("flags", {}), current["flags"]
+    return [f"{k}={before.get(k)!r}→{now[k]!r}" for k in now
+            if k in before and before[k] != now[k] and k not in ("model_dir",)]
+
+
+# --------------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------------
+
+
+def _log_function(chief: bool, quiet: bool) -> Callable[[str], None]:
+    def log(message: str) -> None:
+        if chief and not quiet:
+            tqdm.write(message, file=sys.stderr)
+    return log
+
+
+def _loss_scale(optimizer) -> Optional[float]:
+    scale = getattr(optimizer, "dynamic_scale", None)
+    return None if scale is None else float(keras.ops.convert_to_numpy(scale))
+
+
+class _TrainWindow:
+    """Sums of the loss terms and training counts since the last log line."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.steps, self.images, self.seconds = 0, 0, 0.0
+        self.terms = {name: 0.0 for name in losses.TERMS}
+        self.confusion = metrics.zero_statistics()["confusion_score"]
+
+    def add(self, terms: Dict[str, float], statistics: Dict, images: int, seconds: float):
+        self.steps += 1
+        self.images += images
+        self.seconds += seconds
+        for name in self.terms:
+            self.terms[name] += terms[name]
+        self.confusion = self.confusion + statistics["confusion_score"].astype(np.int64)
+
+    def summary(self) -> Dict:
+        result = {f"loss/{k}": v / self.steps for k, v in self.terms.items()}
+        result["images_per_second"] = self.images / self.seconds if self.seconds else 0.0
+        result["train_kappa_score"] = metrics.quadratic_weighted_kappa(self.confusion)
+        return result
+
+
+def _eval_scalars(result: Dict) -> Dict[str, float]:
+    names = ("kappa_score", "kappa_argmax", "accuracy_score", "accuracy_argmax", "mse",
+             "cross_entropy")
+    return {name: result[name] for name in names}
+
+
+def _run_eval(step, eval_function, eval_data, reporter, keeper, best_record, log):
+    started = time.time()
+    result = evaluate(eval_function, eval_data)
+    result["seconds"] = round(time.time() - started, 3)
+    reporter.jsonl({"kind": "eval", "step": step, "metrics": result})
+    reporter.scalars(summaries.EVAL_LOGS, step, _eval_scalars(result))
+    for how in metrics.PREDICTIONS:
+        reporter.confusion(summaries.EVAL_LOGS, step, f"confusion_{how}", result[f"confusion_{how}"])
+    reporter.flush()
+    improved = best_record is None or result["kappa_score"] > best_record["metrics"]["kappa_score"]
+    if improved:
+        keeper.save_best_checkpoint(step, result)
+        best_record = {"step": step, "metrics": result}
+    log(f"step {step}: validation kappa {result['kappa_score']:.4f} (score), "
+        f"{result['kappa_argmax']:.4f} (argmax), accuracy {result['accuracy_score']:.3f}, "
+        f"MSE {result['mse']:.3f} on {result['count']} images"
+        + (" — new best" if improved else f" (best {best_record['metrics']['kappa_score']:.4f} "
+                                           f"at step {best_record['step']})"))
+    return result, best_record
+
+
+def train_and_evaluate(train_config: config.TrainConfig, quiet: bool = False) -> Dict:
+    """Trains (or resumes) one stage and evaluates it; the whole of ``python train.py``.
+
+    Args:
+        train_config: the run's settings (train.py's flags).
+        quiet: no progress bar or messages (tests).
+
+    Returns:
+        ``{"model_dir", "start_step", "step", "resumed", "last_eval", "best"}``: where the run
+        lives, the step it started from and reached, whether it resumed, the last validation
+        metrics (None if none ran) and best/best.json.
+
+    Raises:
+        TrainingError: bad flags, data or ``--init`` (before any work), or a model directory
+            holding another run.
+        NonFiniteLossError: the loss became NaN/inf; the message names the step.
+        locking.LockedError: another process is training in the same model directory.
+    """
+    c = train_config
+    checked = check_inputs(c)
+    data, init = checked["data"], checked["init"]
+    model_dir = model_dir_of(c)
+    if c.cpu_devices:
+        distribution.configure_cpu_devices(c.cpu_devices)
+    strategy = distribution.make_strategy(c.strategy, c.tpu)
+    chief = distribution.is_chief(strategy)
+    task_type, task_id = distribution.task_of(strategy)
+    replicas = strategy.num_replicas_in_sync
+    if c.batch_size % replicas:
+        raise TrainingError(f"--batch_size={c.batch_size} (the global batch) must be a multiple "
+                            f"of the {replicas} replicas")
+    log = _log_function(chief, quiet)
+    os.makedirs(model_dir, exist_ok=True)
+    lock_name = checkpoints.LOCK if chief else f"{checkpoints.LOCK}.{task_type}{task_id}"
+    with locking.DirectoryLock(os.path.join(model_dir, lock_name), "training") as lock:
+        if lock.stale_cleared:
+            log(f"note: cleared a stale lock left by pid {lock.stale_cleared.get('pid')}")
+        with distribution.precision_policy(c.mixed_precision):
+            return _train_locked(c, data, init, model_dir, strategy, chief, task_id, log, quiet)
+
+
+def _train_locked(c, data, init, model_dir, strategy, chief, task_id, log, quiet) -> Dict:
+    replicas = strategy.num_replicas_in_sync
+    current = run_config(c, model_dir, data, init, strategy)
+    config_path = os.path.join(model_dir, checkpoints.CONFIG_JSON)
+    report_path = os.path.join(model_dir, checkpoints.INIT_REPORT_JSON)
+    resuming = distribution.all_workers(
+        strategy, checkpoints.latest_checkpoint(model_dir) is not None)
+    if resuming:
+        previous = checkpoints.read_run_config(model_dir)
+        changed = _check_same_run(previous, current, model_dir)
+        if changed:
+            log(f"note: settings changed since the last start: {', '.join(changed)}")
+            if chief:  # config.json holds the flags in force, and those of earlier starts
+                current["earlier_flags"] = previous.get("earlier_flags", []) + [previous["flags"]]
+                checkpoints.write_json(config_path, current)
+    keras.utils.set_random_seed(c.seed)
+
+    with strategy.scope():
+        model = m2cnn.build_m2cnn(c.resolution, c.variant,
+                                  weights=None if resuming else _weights_argument(init))
+        if c.sync_batch_norm and replicas > 1:
+            distribution.synchronize_batch_norm(model)
+        if resuming:
+            report = report_from_dict(checkpoints.read_json(report_path))
+        else:
+            report = initialize_weights(model, init)
+            restored, _ = report.partition(model.trainable_variables)  # raises on strays
+        groups = learning_rate_groups(model, report)
+        if not resuming:
+            assert {id(v) for v in restored} == {id(v) for v in groups[optimizers.FINETUNE]}
+        optimizer = optimizers.make_optimizer(model.trainable_variables, groups, c,
+                                              loss_scaling=c.mixed_precision == "float16")
+        multi = optimizers.multi_optimizer(optimizer)
+    step_variable = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    keeper = checkpoints.CheckpointKeeper(model_dir, model, optimizer, step_variable,
+                                          c.keep_checkpoints, chief, task_id)
+    reporter = summaries.Reporter(model_dir, enabled=chief)
+
+    if resuming:
+        start_step = keeper.restore_latest()
+        # Learning rates are optimiser variables, restored with it; the flags may have changed.
+        multi.optimizers[optimizers.FINETUNE].learning_rate.assign(c.lr_finetune)
+        multi.optimizers[optimizers.NEW].learning_rate.assign(c.lr_new)
+        log(f"resuming from step {start_step} ({checkpoints.latest_checkpoint(model_dir)})")
+    else:
+        start_step = 0
+        if chief:
+            checkpoints.write_json(config_path, current)
+            checkpoints.write_json(report_path, report.to_dict())
+        counts = {g: sum(int(np.prod(v.shape)) for v in vs) for g, vs in groups.items()}
+        log(f"{model.name}: init {init.kind} {init.path}".rstrip() + f"; {counts['finetune']:,} "
+            f"parameters fine-tuned at {c.lr_finetune:g}, {counts['new']:,} new at {c.lr_new:g} "
+            f"(new blocks: {', '.join(report.new) or 'none'})")
+        keeper.save_checkpoint(0)
+
+    best_record = keeper.best_record()
+    result = {"model_dir": model_dir, "start_step": start_step, "step": start_step,
+              "resumed": resuming, "last_eval": None, "best": best_record}
+    if start_step >= c.train_steps:
+        log(f"{model_dir} is already trained to step {start_step} (--train_steps="
+            f"{c.train_steps}); nothing to do")
+        return result
+
+    global_batch = c.batch_size
+    train_data, eval_data = make_datasets(strategy, c, data, global_batch, start_step)
+    train_function = make_train_function(strategy, model, optimizer, c, global_batch)
+    eval_function = make_eval_function(strategy, model)
+    iterator = iter(train_data)
+    window = _TrainWindow()
+    progress = tqdm(total=c.train_steps, initial=start_step, unit="step", file=sys.stderr,
+                    desc=f"{c.variant} {c.resolution}px", dynamic_ncols=True,
+                    disable=quiet or not chief)
+    step = start_step
+    try:
+        while step < c.train_steps:
+            started = time.time()
+            terms, statistics = train_function(next(iterator))
+            terms = {k: float(v) for k, v in terms.items()}
+            seconds = time.time() - started
+            step += 1
+            if not math.isfinite(terms[losses.TOTAL]):
+                _stop_on_non_finite(step, terms, model_dir, reporter)
+            window.add(terms, {k: v.numpy() for k, v in statistics.items()}, global_batch,
+                       seconds)
+            progress.update(1)
+            progress.set_postfix(loss=f"{terms[losses.TOTAL]:.4f}",
+                                 img_s=f"{global_batch / seconds:.1f}")
+            if step % c.log_every_steps == 0 or step == c.train_steps:
+                _log_train_window(step, window, multi, optimizer, reporter)
+            if step % c.checkpoint_every_steps == 0 or step == c.train_steps:
+                keeper.save_checkpoint(step)
+            if step % c.eval_every_steps == 0 or step == c.train_steps:
+                result["last_eval"], best_record = _run_eval(
+                    step, eval_function, eval_data, reporter, keeper, best_record, log)
+        result.update(step=step, best=best_record, weights_sha256=weights_digest(model))
+        reporter.jsonl({"kind": "final", "step": step, "start_step": start_step,
+                        "best_step": best_record["step"] if best_record else None,
+                        "best_kappa_score": (best_record["metrics"]["kappa_score"]
+                                             if best_record else None),
+                        "metrics": result["last_eval"]})
+        log(f"done: step {step}; best validation kappa "
+            + (f"{best_record['metrics']['kappa_score']:.4f} at step {best_record['step']} "
+               f"({os.path.join(model_dir, checkpoints.BEST_DIR)})" if best_record else "n/a"))
+        if distribution.num_workers(strategy) > 1 and not quiet:
+            # Every worker reports, so that a cluster's replicas can be checked for identity.
+            print(f"worker {task_id}: step {step}, weights sha256 {result['weights_sha256']}",
+                  file=sys.stderr, flush=True)
+        return result
+    finally:
+        progress.close()
+        reporter.close()
+        # A live training iterator (augmentation runs in tf.numpy_function) aborts the
+        # interpreter at exit; release it while the process is still healthy.
+        del iterator
+
+
+def weights_digest(model: keras.Model) -> str:
+    """sha256 of every weight of ``model`` (trainable or not) in order: equal digests on two
+    workers mean bit-identical models."""
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
+    return digest.hexdigest()
+
+
+def _log_train_window(step, window, multi, optimizer, reporter) -> None:
+    values = window.summary()
+    rates = multi.learning_rates()
+    values.update({f"learning_rate/{g}": r for g, r in rates.items()})
+    scale = _loss_scale(optimizer)
+    if scale is not None:
+        values["loss_scale"] = scale
+    reporter.scalars(summaries.TRAIN_LOGS, step, values)
+    reporter.jsonl({"kind": "train", "step": step, "steps": window.steps, **values})
+    window.reset()
+
+
+def _stop_on_non_finite(step, terms, model_dir, reporter) -> None:
+    latest = checkpoints.latest_checkpoint(model_dir)
+    reporter.jsonl({"kind": "error", "step": step, "error": "non-finite loss", **terms})
+    raise NonFiniteLossError(
+        f"the loss is {terms[losses.TOTAL]} at step {step} (cross-entropy {terms['cross_entropy']}, "
+        f"MSE {terms['mse']}, weight decay {terms['weight_decay']}); training stopped and saved "
+        f"nothing after the last good checkpoint "
+        f"{latest or '(none)'}" + (f" (step {checkpoints.checkpoint_step(latest)})" if latest
+                                   else "") + "; lower the learning rates or check the data")
