@@ -667,7 +667,8 @@ def _log_train_window(step, window, multi, optimizer, reporter) -> None:
     if scale is not None:
         values["loss_scale"] = scale
     reporter.scalars(summaries.TRAIN_LOGS, step, values)
-    reporter.jsonl({"kind": "train", "step": step, "steps": window.steps, **values})
+    reporter.jsonl({"kind": "train", "step": step, "steps": window.steps, **values,
+                    "train_confusion_score": window.confusion.tolist()})
     window.reset()
 
 

@@ -1,0 +1,75 @@
+"""Learning check on real photographs: the loop overfits 32 EyePACS images at 224 px.
+
+If images and grades came apart anywhere between the JPEG files and the loss (builder, records,
+input pipeline, distribution, loss), the network could not fit the grades: the training loss
+would not fall far and the kappa of its training predictions would stay near 0. Tiny variant
+from scratch, no augmentation, 150 steps of 8 (≈ 37 passes over the 32 images).
+
+The kappa checked is that of the training steps' own predictions (batch-norm in training mode,
+as Keras' fit reports training metrics), summed over the last 40 steps. The same images scored
+in inference mode are logged too but not checked: after 150 steps from scratch the batch-norm
+moving averages (momentum 0.99, ≈ 460 updates to forget their initial values) still lag weights
+that change this fast, so inference-mode predictions are not yet reliable (0.0 to 0.5 in trials).
+
+Measured here: loss 9.0 → 0.6, cross-entropy 1.5 → 0.08, training kappa 0.88, in about 3 minutes.
+"""
+
+import csv
+import dataclasses
+import os
+
+import numpy as np
+import pytest
+
+from m2cnn_tf import builder, config, metrics, sources, summaries, training
+
+# Per grade, the first images by id: 32 in all, every grade present (grades 3 and 4 are rare).
+PER_GRADE = {0: 7, 1: 7, 2: 7, 3: 6, 4: 5}
+STEPS, BATCH, WINDOW = 150, 8, 5
+LAST_WINDOWS = 8  # the last 40 steps
+# Keras' own weight saving trips numpy 2's __array__(copy=...) deprecation; not ours to fix.
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
+
+def _subset(eyepacs_1024):
+    with open(eyepacs_1024 / "trainLabels.csv", newline="") as f:
+        rows = sorted((r["image"], int(r["level"])) for r in csv.DictReader(f))
+    chosen = [r for grade, n in PER_GRADE.items() for r in [r for r in rows if r[1] == grade][:n]]
+    inputs = []
+    for image_id, grade in chosen:
+        patient, eye = sources.parse_image_id(image_id)
+        inputs.append(sources.InputRecord(image_id, patient, eye, grade, "file",
+                                          str(eyepacs_1024 / "images" / f"{image_id}.jpeg"),
+                                          "train"))
+    return inputs
+
+
+@pytest.mark.slow
+def test_overfitting_32_photographs_halves_the_loss_and_reaches_kappa_0_8(eyepacs_1024,
+                                                                         tmp_path):
+    data_dir = str(tmp_path / "data")
+    builder.build(_subset(eyepacs_1024), [], data_dir,
+                  builder.BuildSettings(resolutions=(224,), num_workers=1),
+                  {"kind": "eyepacs_1024 subset"}, quiet=True)
+    cfg = dataclasses.replace(
+        config.TRAIN, variant="tiny", resolution=224, init="none", data_dir=data_dir,
+        model_dir=str(tmp_path / "run"), batch_size=BATCH, train_steps=STEPS,
+        eval_every_steps=STEPS, checkpoint_every_steps=STEPS, log_every_steps=WINDOW,
+        eval_split="train", augment=False)
+    result = training.train_and_evaluate(cfg, quiet=True)
+
+    windows = summaries.read_metrics(cfg.model_dir, "train")
+    assert len(windows) == STEPS // WINDOW
+    first_loss = windows[0]["loss/total"]
+    last_loss = np.mean([w["loss/total"] for w in windows[-2:]])
+    first_ce = windows[0]["loss/cross_entropy"]
+    last_ce = np.mean([w["loss/cross_entropy"] for w in windows[-2:]])
+    confusion = np.sum([w["train_confusion_score"] for w in windows[-LAST_WINDOWS:]], axis=0)
+    kappa = metrics.quadratic_weighted_kappa(confusion)
+    print(f"\nlearning check: loss {first_loss:.3f} (steps 1–{WINDOW}) → {last_loss:.3f} "
+          f"(steps {STEPS - 2 * WINDOW + 1}–{STEPS}); cross-entropy {first_ce:.3f} → "
+          f"{last_ce:.3f}; training kappa over the last {LAST_WINDOWS * WINDOW} steps {kappa:.3f}; "
+          f"inference-mode kappa on the 32 images {result['last_eval']['kappa_score']:.3f}")
+    assert last_loss <= 0.5 * first_loss
+    assert last_ce < first_ce
+    assert kappa > 0.8
