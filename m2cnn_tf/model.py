@@ -358,9 +358,14 @@ def build_m2cnn(resolution: int, variant: str = "m2cnn", weights=None) -> keras.
         logits = keras.layers.Dense(config.NUM_GRADES, name=HEAD_LAYERS[0])(x)
         score = keras.layers.Dense(1, name=HEAD_LAYERS[1])(x)
         score = keras.layers.Reshape((), name="score")(score)  # (B, 1) → (B,)
-    return keras.Model(
+    model = keras.Model(
         inputs, dict(zip(OUTPUTS, (logits, score))), name=f"m2cnn_{variant}_{resolution}"
     )
+    momentum = config.BATCH_NORM_MOMENTUM[variant]
+    for layer in _all_layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = momentum
+    return model
 
 
 def model_blocks(model: keras.Model) -> dict[str, list]:
