@@ -172,7 +172,17 @@ def check_inputs(train_config: config.TrainConfig) -> Dict:
 # --------------------------------------------------------------------------------------------
 
 
-def _report_for_blocks(model: keras.Model, source: str, restored_blocks) -> m2cnn.TransferReport:
+def report_for_blocks(model: keras.Model, source: str, restored_blocks) -> m2cnn.TransferReport:
+    """A transfer report that counts whole blocks of ``model`` as restored (from ``source``).
+
+    Args:
+        model: a ``build_m2cnn`` model.
+        source: what the restored blocks came from ("imagenet", a file, "none").
+        restored_blocks: names of the blocks that are restored; every other block is new.
+
+    Returns:
+        The ``TransferReport`` (for ``learning_rate_groups`` and init_report.json).
+    """
     blocks = m2cnn.block_variables(model)
     return m2cnn.TransferReport(
         source=source, target=model.name,
@@ -195,9 +205,9 @@ def initialize_weights(model: keras.Model, init: checkpoints.InitSource) -> m2cn
         The transfer report: restored blocks (fine-tune group) and new blocks.
     """
     if init.kind == "none":
-        return _report_for_blocks(model, "none", ())
+        return report_for_blocks(model, "none", ())
     if init.kind in ("imagenet", "weights_file"):
-        return _report_for_blocks(model, init.path or init.kind, (m2cnn.BASENET,))
+        return report_for_blocks(model, init.path or init.kind, (m2cnn.BASENET,))
     source = m2cnn.build_m2cnn(int(init.run_config["resolution"]), init.run_config["variant"])
     checkpoints.restore_model(source, init.path)
     report = m2cnn.transfer_weights(source, model)
