@@ -381,6 +381,23 @@ def test_each_group_moves_at_its_own_learning_rate(stages, data_dir):
         assert np.median(np.abs(delta)) == pytest.approx(rate, rel=0.1)
 
 
+def test_init_from_a_local_weights_file_fine_tunes_basenet_only(data_dir, tmp_path):
+    """--init=<notop .h5> (the offline stand-in for --init=imagenet): BaseNet restored, heads new."""
+    source = keras.applications.InceptionResNetV2(include_top=False, weights=None,
+                                                   input_shape=(75, 75, 3))  # any size
+    weights = str(tmp_path / "notop.weights.h5")
+    source.save_weights(weights)
+    model_dir = tmp_path / "run"
+    training.train_and_evaluate(tiny(data_dir, model_dir, init=weights, train_steps=0),
+                                quiet=True)
+    report = checkpoints.read_json(model_dir / checkpoints.INIT_REPORT_JSON)
+    assert set(report["restored"]) == {"basenet"} and set(report["new"]) == {"heads"}
+    assert checkpoints.read_run_config(str(model_dir))["init_source"]["kind"] == "weights_file"
+    start = block_values(str(model_dir / "ckpt-0"), 224)["basenet"]
+    stem = next(l for l in source.layers if isinstance(l, keras.layers.Conv2D)).kernel.numpy()
+    assert any(a.shape == stem.shape and np.array_equal(a, stem) for a in start)
+
+
 # --------------------------------------------------------------------------------------------
 # Failure behaviour
 # --------------------------------------------------------------------------------------------

@@ -5,18 +5,17 @@ input pipeline, distribution, loss), the network could not fit the grades: the t
 would not fall far and the kappa of its training predictions would stay near 0. Tiny variant
 from scratch, no augmentation, 150 steps of 8 (≈ 37 passes over the 32 images).
 
-The kappa checked is that of the training steps' own predictions (batch-norm in training mode,
-as Keras' fit reports training metrics), summed over the last 40 steps. The same images scored
-in inference mode are logged too but not checked: after 150 steps from scratch the batch-norm
-moving averages (momentum 0.99, ≈ 460 updates to forget their initial values) still lag weights
-that change this fast, so inference-mode predictions are not yet reliable (0.0 to 0.5 in trials).
+Two kappas are checked, both on the 32 training images: that of the training steps' own
+predictions (batch norm in training mode, as Keras' fit reports training metrics), summed over
+the last 40 steps, and that of the final network scoring the images in inference mode (batch-norm
+moving averages; the tiny variant's momentum, 0.9, lets them settle within tens of steps).
 
-Measured here: loss 9.0 → 0.6, cross-entropy 1.5 → 0.08, training kappa 0.88, in about 3 minutes.
+Measured here: loss 8.5 → 0.7, cross-entropy 1.6 → 0.16, training kappa 0.87, inference-mode
+kappa 0.97, in about 4 minutes on 2 loaded cores.
 """
 
 import csv
 import dataclasses
-import os
 
 import numpy as np
 import pytest
@@ -73,3 +72,5 @@ def test_overfitting_32_photographs_halves_the_loss_and_reaches_kappa_0_8(eyepac
     assert last_loss <= 0.5 * first_loss
     assert last_ce < first_ce
     assert kappa > 0.8
+    assert result["last_eval"]["count"] == sum(PER_GRADE.values())
+    assert result["last_eval"]["kappa_score"] > 0.8
