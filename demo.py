@@ -26,7 +26,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("output_dir", "demo_output", "Folder for everything the demo writes.")
 flags.DEFINE_list("resolutions", ["224", "448"], "Stages, smallest first; each fine-tunes the "
                   "one before.")
-flags.DEFINE_list("steps", ["140", "50"], "Training steps per stage (one value: all stages).")
+flags.DEFINE_list("steps", ["120", "40"], "Training steps per stage (one value: all stages).")
 flags.DEFINE_enum("variant", "tiny", ["tiny", "m2cnn"], "tiny (CPU demo) or m2cnn (the paper).")
 flags.DEFINE_integer("batch_size", 8, "Training batch.")
 flags.DEFINE_integer("num_images", 300, "Synthetic photographs to draw (all grades, both eyes).")

@@ -1,0 +1,163 @@
+"""Every command the README prints runs, on a miniature Kaggle-layout folder made from
+../shared/data (train/ and test/ folders, trainLabels.csv and a retinopathy_solution.csv with
+Public and Private rows).
+
+The commands are taken from README.md itself and run as written except for: paths (into a
+temporary folder), step counts, and what a 2-core CPU without internet needs — the `tiny`
+variant and a small batch for training, and a local Keras notop weights file in place of
+`--init=imagenet` (the README's troubleshooting gives that same substitution for offline
+machines). `docker run` needs a Docker engine, which this machine lacks: its mount and model name
+are checked against what export.py wrote, and the `curl` body is decoded as TF Serving does and
+fed to the exported signature. The two quick-start commands are run by .ci/run and
+tests/test_demo.py.
+"""
+
+import base64
+import csv
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO_ROOT, read_labels
+
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+TRAINING_FOR_CPU = ["--variant=tiny", "--batch_size=4", "--train_steps=2",
+                    "--eval_every_steps=2", "--quiet"]
+
+
+def readme_commands():
+    """Shell commands of README.md's bash blocks, continuation lines joined."""
+    text = (REPO_ROOT / "README.md").read_text()
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        joined = re.sub(r"\\\n\s*", " ", block)
+        commands += [line.strip() for line in joined.splitlines() if line.strip()]
+    inline = re.findall(r"`(python (?:-m m2cnn_tf\.\w+|demo\.py)[^`]*)`", text)
+    return commands, [" ".join(c.split()) for c in inline]
+
+
+@pytest.fixture(scope="module")
+def kaggle(tmp_path_factory, eyepacs_1024):
+    """train/ (10 patients), test/ (12 patients: 6 Public, 6 Private) and both label files."""
+    root = tmp_path_factory.mktemp("kaggle")
+    labels = read_labels(eyepacs_1024)
+    patients = sorted({i.split("_")[0] for i in labels}, key=int)[:22]
+    (root / "train").mkdir()
+    (root / "test").mkdir()
+    with open(root / "trainLabels.csv", "w", newline="") as t, \
+            open(root / "retinopathy_solution.csv", "w", newline="") as s:
+        train, solution = csv.writer(t), csv.writer(s)
+        train.writerow(["image", "level"])
+        solution.writerow(["image", "level", "Usage"])
+        for n, patient in enumerate(patients):
+            for eye in ("left", "right"):
+                image = f"{patient}_{eye}"
+                folder = "train" if n < 10 else "test"
+                (root / folder / f"{image}.jpeg").symlink_to(eyepacs_1024 / "images" /
+                                                            f"{image}.jpeg")
+                if folder == "train":
+                    train.writerow([image, labels[image]])
+                else:
+                    solution.writerow([image, labels[image], "Public" if n % 2 else "Private"])
+    return root
+
+
+def _run(argv, cwd):
+    result = subprocess.run([sys.executable] + argv, capture_output=True, text=True, env=ENV,
+                            timeout=1200, cwd=cwd)
+    assert result.returncode == 0, f"{' '.join(argv)}\n{result.stderr[-3000:]}"
+    return result
+
+
+def _weights_file(path):
+    code = ("import keras, sys; keras.applications.InceptionResNetV2(include_top=False, "
+            "weights=None).save_weights(sys.argv[1])")
+    subprocess.run([sys.executable, "-c", code, str(path)], check=True, env=ENV, timeout=600)
+
+
+def test_the_eyepacs_recipe_runs_as_printed(kaggle, tmp_path, eyepacs_1024):
+    commands, _ = readme_commands()
+    recipe = [c for c in commands if c.startswith(("python build_tfrecords.py", "python train.py",
+                                                   "python evaluate.py", "python export.py",
+                                                   "python predict.py"))]
+    kinds = [c.split()[1] for c in recipe]
+    assert kinds == ["build_tfrecords.py", "train.py", "train.py", "train.py", "evaluate.py",
+                     "evaluate.py", "export.py", "predict.py"], kinds
+    work = tmp_path / "work"
+    work.mkdir()
+    for name in ("train", "test", "trainLabels.csv", "retinopathy_solution.csv"):
+        (work / name).symlink_to(kaggle / name)  # the README's relative paths, as a user has them
+    weights = tmp_path / "inception_resnet_v2_notop.weights.h5"
+    _weights_file(weights)
+    photos = work / "clinic_photos"
+    photos.mkdir()
+    for image in sorted(os.listdir(kaggle / "test"))[:3]:
+        (photos / image).symlink_to(kaggle / "test" / image)
+    for command in recipe:
+        argv = shlex.split(command)[1:]
+        if argv[0] == "train.py":
+            argv = [a.replace("--init=imagenet", f"--init={weights}") for a in argv]
+            argv += TRAINING_FOR_CPU
+        if argv[0] in ("build_tfrecords.py", "evaluate.py", "predict.py"):
+            argv.append("--quiet")
+        argv[0] = str(REPO_ROOT / argv[0])
+        _run(argv, cwd=work)
+    manifest = json.loads((work / "tfrecords" / "eyepacs" / "manifest.json").read_text())
+    assert {k: v["count"] for k, v in manifest["splits"].items()} == {
+        "train": 20, "validation": 12, "test": 12}
+    assert (work / "runs" / "m2cnn_720" / "thresholds.json").is_file()
+    assert (work / "runs" / "m2cnn_720" / "evaluation_test" / "report.json").is_file()
+    with open(work / "predictions.csv") as f:
+        assert len(list(csv.DictReader(f))) == 3
+    _check_docker_and_curl(commands, work, kaggle)
+
+
+def _check_docker_and_curl(commands, work, kaggle):
+    import tensorflow as tf
+
+    docker = next(c for c in commands if c.startswith("docker run"))
+    mount = re.search(r'-v "\$PWD/([^:]+):/models/(\w+)"', docker)
+    model_name = re.search(r"MODEL_NAME=(\w+)", docker).group(1)
+    assert mount and mount.group(2) == model_name
+    base = work / mount.group(1)
+    assert [n for n in os.listdir(base) if n.isdigit()] == ["1"]  # TF Serving's layout
+    curl = next(c for c in commands if c.startswith("curl"))
+    assert f"/v1/models/{model_name}:predict" in curl
+    template = re.search(r'-d\s+"(.*)"$', curl).group(1).replace('\\"', '"')
+    photo = sorted((kaggle / "test").iterdir())[0].read_bytes()
+    body = json.loads(template.replace("$(base64 -w0 photo.jpeg)",
+                                       base64.b64encode(photo).decode()))
+    batch = [base64.b64decode(i["image_bytes"]["b64"]) for i in body["instances"]]
+    signature = tf.saved_model.load(str(base / "1")).signatures[body["signature_name"]]
+    outputs = signature(image_bytes=tf.constant(batch))
+    assert bool(outputs["fundus_found"][0]) and 0 <= int(outputs["grade"][0]) <= 4
+
+
+def test_the_inline_commands_run(kaggle, tmp_path):
+    _, inline = readme_commands()
+    # the plain `python demo.py` is the quick start (tests/test_demo.py); here the paper's one
+    by_start = {c.split()[1] if c.split()[1] != "-m" else c.split()[2]: c for c in inline
+                if c != "python demo.py"}
+    assert set(by_start) >= {"m2cnn_tf.fundus", "m2cnn_tf.model", "demo.py"}, by_start
+    photo = sorted((kaggle / "train").iterdir())[0]
+    preview = shlex.split(by_start["m2cnn_tf.fundus"])[1:]
+    preview = [str(photo) if a == "photo.jpeg" else a for a in preview]
+    _run(preview, cwd=tmp_path)
+    assert (tmp_path / "preview.png").is_file()
+    result = _run(shlex.split(by_start["m2cnn_tf.model"])[1:], cwd=tmp_path)
+    assert "21" in result.stdout and "4" in result.stdout
+    demo = shlex.split(by_start["demo.py"])[1:]
+    demo = [a.replace("--variant=m2cnn", "--variant=tiny") for a in demo]
+    demo = [re.sub(r"^--steps=.*", "--steps=1", a) for a in demo]
+    demo = [f"--images_dir={kaggle / 'train'}" if a.startswith("--images_dir") else
+            f"--labels_csv={kaggle / 'trainLabels.csv'}" if a.startswith("--labels_csv") else a
+            for a in demo]
+    demo[0] = str(REPO_ROOT / demo[0])
+    result = _run(demo + ["--batch_size=2", "--quiet", f"--output_dir={tmp_path / 'demo'}"],
+                  cwd=tmp_path)
+    assert "train 720" in result.stdout and "graded through the export" in result.stdout
