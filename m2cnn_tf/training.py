@@ -336,7 +336,16 @@ def make_train_function(strategy, model, optimizer, train_config: config.TrainCo
 
 
 def make_eval_function(strategy, model) -> Callable:
-    """``eval_step`` on every replica under one ``tf.function``; returns summed statistics."""
+    """``eval_step`` on every replica under one ``tf.function``.
+
+    Args:
+        strategy: the tf.distribute strategy.
+        model: the network.
+
+    Returns:
+        A function of one distributed batch ``(images, grades)`` returning the statistics of
+        ``metrics.batch_statistics`` summed over replicas.
+    """
 
     @tf.function(reduce_retracing=True)  # the last batch may be smaller
     def distributed_eval_step(batch):
@@ -349,8 +358,12 @@ def make_eval_function(strategy, model) -> Callable:
 def evaluate(eval_function: Callable, dataset) -> Dict:
     """Runs ``eval_function`` over a whole (distributed, finite) dataset.
 
+    Args:
+        eval_function: from ``make_eval_function``.
+        dataset: the distributed evaluation set (one pass).
+
     Returns:
-        ``metrics.summarize`` of the accumulated statistics.
+        ``metrics.summarize`` of the statistics accumulated over every batch.
     """
     totals = metrics.zero_statistics()
     for batch in dataset:
@@ -375,6 +388,16 @@ def make_datasets(strategy, train_config: config.TrainConfig, data: Dict, global
 
     The training seed is offset by the step a run starts from, so a resumed run draws new
     batches instead of replaying the ones it already trained on.
+
+    Args:
+        strategy: the tf.distribute strategy (it splits each global batch over replicas).
+        train_config: data folder, splits, resolution, augmentation, seed.
+        data: ``check_data``'s result (shards per split, for the sharding policy).
+        global_batch_size: images per step over all replicas.
+        start_step: the step the run starts from.
+
+    Returns:
+        ``(train, evaluation)`` distributed datasets of ``(images uint8, grades int32)``.
     """
     c = train_config
     workers = distribution.num_workers(strategy)
@@ -400,7 +423,19 @@ def make_datasets(strategy, train_config: config.TrainConfig, data: Dict, global
 
 def run_config(train_config: config.TrainConfig, model_dir: str, data: Dict,
                init: checkpoints.InitSource, strategy) -> Dict:
-    """What config.json records about a run."""
+    """What config.json records about a run.
+
+    Args:
+        train_config: the run's settings.
+        model_dir: its folder.
+        data: ``check_data``'s result.
+        init: the resolved ``--init``.
+        strategy: the strategy (for the number of replicas).
+
+    Returns:
+        A JSON-serialisable dict: variant, resolution, init, data checksum and split sizes,
+        precision, optimiser, strategy, replicas, every flag and the library versions.
+    """
     manifest = data["manifest"]
     return {
         "variant": train_config.variant,
@@ -544,8 +579,46 @@ def train_and_evaluate(train_config: config.TrainConfig, quiet: bool = False) ->
             return _train_locked(c, data, init, model_dir, strategy, chief, task_id, log, quiet)
 
 
+@dataclasses.dataclass
+class _RunState:
+    """What one run trains and where it writes; built by ``_build_state``."""
+
+    model: keras.Model
+    optimizer: keras.optimizers.Optimizer  # MultiOptimizer, or a LossScaleOptimizer around one
+    keeper: checkpoints.CheckpointKeeper
+    reporter: summaries.Reporter
+    start_step: int
+    resumed: bool
+
+    @property
+    def multi(self) -> optimizers.MultiOptimizer:
+        return optimizers.multi_optimizer(self.optimizer)
+
+
 def _train_locked(c, data, init, model_dir, strategy, chief, task_id, log, quiet) -> Dict:
-    replicas = strategy.num_replicas_in_sync
+    state = _build_state(c, data, init, model_dir, strategy, chief, task_id, log)
+    try:
+        best_record = state.keeper.best_record()
+        result = {"model_dir": model_dir, "start_step": state.start_step,
+                  "step": state.start_step, "resumed": state.resumed, "last_eval": None,
+                  "best": best_record}
+        if state.start_step >= c.train_steps:
+            log(f"{model_dir} is already trained to step {state.start_step} (--train_steps="
+                f"{c.train_steps}); nothing to do")
+            return result
+        result.update(_train_loop(c, data, state, strategy, model_dir, log, quiet, best_record))
+        if distribution.num_workers(strategy) > 1 and not quiet:
+            # Every worker reports, so that a cluster's replicas can be checked for identity.
+            print(f"worker {task_id}: step {result['step']}, weights sha256 "
+                  f"{result['weights_sha256']}", file=sys.stderr, flush=True)
+        return result
+    finally:
+        state.reporter.close()
+
+
+def _build_state(c, data, init, model_dir, strategy, chief, task_id, log) -> _RunState:
+    """Resume first: restores model, optimisers and step from model_dir's latest checkpoint;
+    otherwise initialises from --init, writes config.json and init_report.json, saves ckpt-0."""
     current = run_config(c, model_dir, data, init, strategy)
     config_path = os.path.join(model_dir, checkpoints.CONFIG_JSON)
     report_path = os.path.join(model_dir, checkpoints.INIT_REPORT_JSON)
@@ -564,59 +637,54 @@ def _train_locked(c, data, init, model_dir, strategy, chief, task_id, log, quiet
     with strategy.scope():
         model = m2cnn.build_m2cnn(c.resolution, c.variant,
                                   weights=None if resuming else _weights_argument(init))
-        if c.sync_batch_norm and replicas > 1:
+        if c.sync_batch_norm and strategy.num_replicas_in_sync > 1:
             distribution.synchronize_batch_norm(model)
         if resuming:
             report = report_from_dict(checkpoints.read_json(report_path))
         else:
             report = initialize_weights(model, init)
-            restored, _ = report.partition(model.trainable_variables)  # raises on strays
         groups = learning_rate_groups(model, report)
-        if not resuming:
+        if not resuming:  # the report's own partition (by variable path) must agree
+            restored, _ = report.partition(model.trainable_variables)
             assert {id(v) for v in restored} == {id(v) for v in groups[optimizers.FINETUNE]}
         optimizer = optimizers.make_optimizer(model.trainable_variables, groups, c,
                                               loss_scaling=c.mixed_precision == "float16")
-        multi = optimizers.multi_optimizer(optimizer)
     step_variable = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     keeper = checkpoints.CheckpointKeeper(model_dir, model, optimizer, step_variable,
                                           c.keep_checkpoints, chief, task_id)
-    reporter = summaries.Reporter(model_dir, enabled=chief)
-
+    state = _RunState(model, optimizer, keeper, summaries.Reporter(model_dir, enabled=chief),
+                      start_step=0, resumed=resuming)
     if resuming:
-        start_step = keeper.restore_latest()
+        state.start_step = keeper.restore_latest()
         # Learning rates are optimiser variables, restored with it; the flags may have changed.
-        multi.optimizers[optimizers.FINETUNE].learning_rate.assign(c.lr_finetune)
-        multi.optimizers[optimizers.NEW].learning_rate.assign(c.lr_new)
-        log(f"resuming from step {start_step} ({checkpoints.latest_checkpoint(model_dir)})")
-    else:
-        start_step = 0
-        if chief:
-            checkpoints.write_json(config_path, current)
-            checkpoints.write_json(report_path, report.to_dict())
-        counts = {g: sum(int(np.prod(v.shape)) for v in vs) for g, vs in groups.items()}
-        log(f"{model.name}: init {init.kind} {init.path}".rstrip() + f"; {counts['finetune']:,} "
-            f"parameters fine-tuned at {c.lr_finetune:g}, {counts['new']:,} new at {c.lr_new:g} "
-            f"(new blocks: {', '.join(report.new) or 'none'})")
-        keeper.save_checkpoint(0)
+        state.multi.optimizers[optimizers.FINETUNE].learning_rate.assign(c.lr_finetune)
+        state.multi.optimizers[optimizers.NEW].learning_rate.assign(c.lr_new)
+        log(f"resuming from step {state.start_step} ({checkpoints.latest_checkpoint(model_dir)})")
+        return state
+    if chief:
+        checkpoints.write_json(config_path, current)
+        checkpoints.write_json(report_path, report.to_dict())
+    counts = {g: sum(int(np.prod(v.shape)) for v in vs) for g, vs in groups.items()}
+    log(f"{model.name}: init {init.kind} {init.path}".rstrip() + f"; {counts['finetune']:,} "
+        f"parameters fine-tuned at {c.lr_finetune:g}, {counts['new']:,} new at {c.lr_new:g} "
+        f"(new blocks: {', '.join(report.new) or 'none'})")
+    keeper.save_checkpoint(0)
+    return state
 
-    best_record = keeper.best_record()
-    result = {"model_dir": model_dir, "start_step": start_step, "step": start_step,
-              "resumed": resuming, "last_eval": None, "best": best_record}
-    if start_step >= c.train_steps:
-        log(f"{model_dir} is already trained to step {start_step} (--train_steps="
-            f"{c.train_steps}); nothing to do")
-        return result
 
+def _train_loop(c, data, state: _RunState, strategy, model_dir, log, quiet, best_record) -> Dict:
+    """Steps from ``state.start_step`` to ``c.train_steps``: log, checkpoint, evaluate."""
     global_batch = c.batch_size
-    train_data, eval_data = make_datasets(strategy, c, data, global_batch, start_step)
-    train_function = make_train_function(strategy, model, optimizer, c, global_batch)
-    eval_function = make_eval_function(strategy, model)
+    train_data, eval_data = make_datasets(strategy, c, data, global_batch, state.start_step)
+    train_function = make_train_function(strategy, state.model, state.optimizer, c, global_batch)
+    eval_function = make_eval_function(strategy, state.model)
+    chief = state.reporter.enabled
     iterator = iter(train_data)
     window = _TrainWindow()
-    progress = tqdm(total=c.train_steps, initial=start_step, unit="step", file=sys.stderr,
+    progress = tqdm(total=c.train_steps, initial=state.start_step, unit="step", file=sys.stderr,
                     desc=f"{c.variant} {c.resolution}px", dynamic_ncols=True,
                     disable=quiet or not chief)
-    step = start_step
+    step, last_eval = state.start_step, None
     try:
         while step < c.train_steps:
             started = time.time()
@@ -625,39 +693,34 @@ def _train_locked(c, data, init, model_dir, strategy, chief, task_id, log, quiet
             seconds = time.time() - started
             step += 1
             if not math.isfinite(terms[losses.TOTAL]):
-                _stop_on_non_finite(step, terms, model_dir, reporter)
+                _stop_on_non_finite(step, terms, model_dir, state.reporter)
             window.add(terms, {k: v.numpy() for k, v in statistics.items()}, global_batch,
                        seconds)
             progress.update(1)
             progress.set_postfix(loss=f"{terms[losses.TOTAL]:.4f}",
                                  img_s=f"{global_batch / seconds:.1f}")
             if step % c.log_every_steps == 0 or step == c.train_steps:
-                _log_train_window(step, window, multi, optimizer, reporter)
+                _log_train_window(step, window, state.multi, state.optimizer, state.reporter)
             if step % c.checkpoint_every_steps == 0 or step == c.train_steps:
-                keeper.save_checkpoint(step)
+                state.keeper.save_checkpoint(step)
             if step % c.eval_every_steps == 0 or step == c.train_steps:
-                result["last_eval"], best_record = _run_eval(
-                    step, eval_function, eval_data, reporter, keeper, best_record, log)
-        result.update(step=step, best=best_record, weights_sha256=weights_digest(model))
-        reporter.jsonl({"kind": "final", "step": step, "start_step": start_step,
-                        "best_step": best_record["step"] if best_record else None,
-                        "best_kappa_score": (best_record["metrics"]["kappa_score"]
-                                             if best_record else None),
-                        "metrics": result["last_eval"]})
-        log(f"done: step {step}; best validation kappa "
-            + (f"{best_record['metrics']['kappa_score']:.4f} at step {best_record['step']} "
-               f"({os.path.join(model_dir, checkpoints.BEST_DIR)})" if best_record else "n/a"))
-        if distribution.num_workers(strategy) > 1 and not quiet:
-            # Every worker reports, so that a cluster's replicas can be checked for identity.
-            print(f"worker {task_id}: step {step}, weights sha256 {result['weights_sha256']}",
-                  file=sys.stderr, flush=True)
-        return result
+                last_eval, best_record = _run_eval(step, eval_function, eval_data,
+                                                   state.reporter, state.keeper, best_record, log)
     finally:
         progress.close()
-        reporter.close()
         # A live training iterator (augmentation runs in tf.numpy_function) aborts the
         # interpreter at exit; release it while the process is still healthy.
         del iterator
+    state.reporter.jsonl({"kind": "final", "step": step, "start_step": state.start_step,
+                          "best_step": best_record["step"] if best_record else None,
+                          "best_kappa_score": (best_record["metrics"]["kappa_score"]
+                                               if best_record else None),
+                          "metrics": last_eval})
+    log(f"done: step {step}; best validation kappa "
+        + (f"{best_record['metrics']['kappa_score']:.4f} at step {best_record['step']} "
+           f"({os.path.join(model_dir, checkpoints.BEST_DIR)})" if best_record else "n/a"))
+    return {"step": step, "best": best_record, "last_eval": last_eval,
+            "weights_sha256": weights_digest(state.model)}
 
 
 def weights_digest(model: keras.Model) -> str:
