@@ -319,6 +319,20 @@ def test_run_directory_holds_config_metrics_summaries_and_checkpoints(stages, da
     assert not (run / checkpoints.LOCK).exists()
 
 
+def test_init_accepts_a_run_or_one_checkpoint_in_it(stages):
+    root, _ = stages
+    run = root / "tiny_224"
+    best = checkpoints.best_checkpoint(str(run))
+    latest = checkpoints.latest_checkpoint(str(run))
+    assert checkpoints.resolve_init(str(run)).path == best  # a run gives its best checkpoint
+    for prefix in (best, latest):  # best/ckpt-N finds config.json one folder up
+        source = checkpoints.resolve_init(prefix)
+        assert source.kind == "stage" and source.path == os.path.normpath(prefix)
+        assert source.run_config["resolution"] == 224
+    assert checkpoints.resolve_init("none").kind == "none"
+    assert checkpoints.resolve_init("imagenet").kind == "imagenet"
+
+
 def test_load_trained_model_rebuilds_best_and_latest(stages, tmp_path):
     root, _ = stages
     run = str(root / "tiny_720")
