@@ -76,7 +76,6 @@ def main():
                 ours = _median_seconds(lambda b: served(image_bytes=b), raw, args.repeats)
                 print(f"{resolution:>4} {batch_size:>5} {base * 1000:>19.0f} ms {ours * 1000:>19.0f}"
                       f" ms {100 * (ours / base - 1):>8.1f}%")
-            del served, model
     finally:
         shutil.rmtree(workdir)
 

@@ -8,7 +8,7 @@ JPEG-encoded here.
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Tuple
 
 import cv2
 

@@ -26,7 +26,6 @@ import multiprocessing
 import os
 import random
 import sys
-import time
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence
 
 from m2cnn_tf import __version__, build_worker, locking, records, splits

@@ -902,12 +902,11 @@ def preprocess_batch(image_bytes: tf.Tensor, size: int,
         result = _preprocess(data, (size,), config)
         return result.images[size], result.found
 
-    def run(batch):
+    def in_graph(batch):
         return tf.map_fn(one, batch, fn_output_signature=(
             tf.TensorSpec([size, size, 3], tf.uint8), tf.TensorSpec([], tf.bool)))
 
-    if tf.executing_eagerly():
-        run = _compiled_batch(size, config)
+    run = _compiled_batch(size, config) if tf.executing_eagerly() else in_graph
     images, found = run(image_bytes)
     return tf.ensure_shape(images, [None, size, size, 3]), tf.ensure_shape(found, [None])
 

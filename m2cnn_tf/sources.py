@@ -12,7 +12,7 @@ import csv
 import dataclasses
 import os
 import re
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from m2cnn_tf.config import NUM_GRADES
 

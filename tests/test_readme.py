@@ -30,15 +30,40 @@ TRAINING_FOR_CPU = ["--variant=tiny", "--batch_size=4", "--train_steps=2",
                     "--eval_every_steps=2", "--quiet"]
 
 
-def readme_commands():
-    """Shell commands of README.md's bash blocks, continuation lines joined."""
+def readme_blocks():
+    """Commands of each bash block of README.md, continuation lines joined."""
     text = (REPO_ROOT / "README.md").read_text()
-    commands = []
+    blocks = []
     for block in re.findall(r"```bash\n(.*?)```", text, re.S):
         joined = re.sub(r"\\\n\s*", " ", block)
-        commands += [line.strip() for line in joined.splitlines() if line.strip()]
+        blocks.append([line.strip() for line in joined.splitlines() if line.strip()])
+    return blocks
+
+
+def readme_commands():
+    """(commands of the EyePACS recipe blocks, inline `python …` commands of the prose)."""
+    text = (REPO_ROOT / "README.md").read_text()
+    blocks = readme_blocks()[1:]  # the first is the quick start (.ci/run, test_demo.py)
+    commands = [c for b in blocks if not _is_cpu_stages(b) for c in b]
     inline = re.findall(r"`(python (?:-m m2cnn_tf\.\w+|demo\.py)[^`]*)`", text)
     return commands, [" ".join(c.split()) for c in inline]
+
+
+def _is_cpu_stages(block):
+    return any("--source=synthetic" in c for c in block)
+
+
+def test_the_cpu_stages_run_as_printed(tmp_path):
+    block = next(b for b in readme_blocks() if _is_cpu_stages(b))
+    assert [c.split()[1] for c in block] == ["build_tfrecords.py"] + ["train.py"] * 3
+    for command in block:
+        argv = shlex.split(command)[1:]
+        argv[0] = str(REPO_ROOT / argv[0])
+        _run(argv + (["--quiet"] if "--quiet" not in argv else []), cwd=tmp_path)
+    for resolution, new in ((448, ["medial_cells"]), (720, ["large_cells"])):
+        report = json.loads((tmp_path / "runs" / f"tiny_{resolution}" / "init_report.json")
+                            .read_text())
+        assert sorted(b for b, v in report["new"].items() if v) == new, report["new"]
 
 
 @pytest.fixture(scope="module")
