@@ -23,8 +23,14 @@ PREDICTIONS = (SCORE, ARGMAX)
 
 
 def score_to_grade(scores: tf.Tensor) -> tf.Tensor:
-    """The score rounded to the nearest grade and clipped to 0–4 (int32)."""
+    """The score rounded to the nearest grade and clipped to 0–4 (int32).
+
+    A non-finite score counts as grade 0 here rather than failing the confusion matrix: the
+    training loop reports a non-finite loss itself, naming the step, and the step after a
+    blown-up update may run before that check sees it.
+    """
     rounded = tf.round(tf.cast(scores, tf.float32))
+    rounded = tf.where(tf.math.is_finite(rounded), rounded, tf.zeros_like(rounded))
     return tf.cast(tf.clip_by_value(rounded, 0.0, float(NUM_GRADES - 1)), tf.int32)
 
 
