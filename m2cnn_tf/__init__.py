@@ -5,6 +5,9 @@ Modules, one responsibility each:
   image_io     reading photographs from bytes or files, with clear per-file errors
   fundus       locating the fundus disc, cropping, scaling and Eq. 1 normalisation
   synthetic    synthetic fundus photographs with known grades and lesion masks
+  sources, splits, builder, build_worker, records, locking
+               the TFRecord build: inputs, patient-level splits, atomic resumable shards
+  input_pipeline  tf.data reading, augmentation and class balancing
   model        the M²CNN Keras model (BaseNet, Multi-Cell switch, multi-task heads)
   losses       the multi-task loss of Eq. 2–4, term by term
   metrics      quadratic weighted kappa, accuracy and MSE from accumulated confusion matrices
@@ -13,6 +16,9 @@ Modules, one responsibility each:
   checkpoints  a run's folder: rolling and best checkpoints, --init sources, load_trained_model
   summaries    metrics.jsonl, TensorBoard scalars and confusion-matrix images
   training     the training loop (train.py): staged fine-tuning, evaluation, resume
+  thresholds   score → grade cuts fitted for kappa
+  graph_preprocess  the TF-graph twin of fundus preprocessing, for serving
+  serving, predictor, evaluation  export (export.py), prediction and evaluation reports
 """
 
 __version__ = "0.1.0"
