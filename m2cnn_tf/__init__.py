@@ -19,6 +19,7 @@ Modules, one responsibility each:
   thresholds   score → grade cuts fitted for kappa
   graph_preprocess  the TF-graph twin of fundus preprocessing, for serving
   serving, predictor, evaluation  export (export.py), prediction and evaluation reports
+  fusion       two-eye fusion: a patient-level head on frozen features (fuse.py, grade_patient)
 """
 
 __version__ = "0.1.0"

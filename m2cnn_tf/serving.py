@@ -17,6 +17,10 @@ by the exported thresholds), ``grade_from_probabilities`` [None] int32 and ``fun
 [None] bool. A photograph in which no fundus is found is not an error (one bad photograph must
 not fail a batch): its ``fundus_found`` is False, both grades are −1 and ``score`` and
 ``probabilities`` are NaN.
+  grade_patient(left_image_bytes, right_image_bytes: string [None]) — only when the run has a
+two-eye fusion head (``fuse.py``): both photographs of B patients, each eye graded knowing the
+other (``fusion.PATIENT_OUTPUTS``: ``left_*`` / ``right_*`` as above plus ``*_fused``); an eye
+whose partner has no fundus keeps its per-eye grade.
 """
 
 from __future__ import annotations
@@ -36,6 +40,9 @@ from m2cnn_tf.config import NUM_GRADES, PREPROCESS
 
 SERVING_SIGNATURE = "serving_default"
 NORMALIZED_SIGNATURE = "predict_normalized"
+# Both eyes of B patients through the two-eye fusion head (m2cnn_tf.fusion), when the run has one.
+PATIENT_SIGNATURE = "grade_patient"
+PATIENT_INPUTS = ("left_image_bytes", "right_image_bytes")
 BYTES_INPUT = "image_bytes"
 NORMALIZED_INPUT = "images"
 OUTPUTS = ("probabilities", "score", "grade", "grade_from_probabilities", "fundus_found")
@@ -74,8 +81,36 @@ def model_outputs(model: keras.Model, images: tf.Tensor, cuts: tf.Tensor,
     }
 
 
-def build_archive(model: keras.Model, resolution: int, cuts: Sequence[float]
-                  ) -> keras.export.ExportArchive:
+def add_patient_endpoint(archive: keras.export.ExportArchive, model: keras.Model,
+                         resolution: int, cuts: tf.Tensor, fusion_head) -> None:
+    """Adds ``grade_patient(left_image_bytes, right_image_bytes: string [None])``.
+
+    Both photographs of B patients are preprocessed in the graph as in ``serving_default``; each
+    eye is graded by the two-eye fusion head (``fusion.patient_outputs``: outputs
+    ``fusion.PATIENT_OUTPUTS``, ``left_*`` and ``right_*``), or by the main model alone when no
+    fundus is found in the other eye.
+
+    Args:
+      fusion_head: a ``fusion.FusionHead`` trained on this model's checkpoint.
+    """
+    from m2cnn_tf import fusion  # imported here: fusion is needed only when a run has a head
+
+    features_model = fusion.feature_model(model)
+    archive.track(fusion_head.head)
+    fused_cuts = tf.constant(fusion_head.thresholds, tf.float32)
+
+    def grade_patient(left_image_bytes, right_image_bytes):
+        left, left_found = graph_preprocess.preprocess_batch(left_image_bytes, resolution)
+        right, right_found = graph_preprocess.preprocess_batch(right_image_bytes, resolution)
+        return fusion.patient_outputs(features_model, fusion_head.head, cuts, fused_cuts,
+                                      left, right, left_found, right_found)
+
+    archive.add_endpoint(PATIENT_SIGNATURE, grade_patient, input_signature=[
+        tf.TensorSpec([None], tf.string, name=name) for name in PATIENT_INPUTS])
+
+
+def build_archive(model: keras.Model, resolution: int, cuts: Sequence[float],
+                  fusion_head=None) -> keras.export.ExportArchive:
     """An ExportArchive with both signatures around ``model``."""
     cuts_tensor = tf.constant(thresholds.check_thresholds(cuts), tf.float32)
     archive = keras.export.ExportArchive()
@@ -92,7 +127,30 @@ def build_archive(model: keras.Model, resolution: int, cuts: Sequence[float]
         tf.TensorSpec([None, resolution, resolution, 3], tf.uint8, name=NORMALIZED_INPUT)])
     archive.add_endpoint(SERVING_SIGNATURE, serve_bytes, input_signature=[
         tf.TensorSpec([None], tf.string, name=BYTES_INPUT)])
+    if fusion_head is not None:
+        add_patient_endpoint(archive, model, resolution, cuts_tensor, fusion_head)
     return archive
+
+
+def _fusion_head(model_dir: str, model: keras.Model):
+    """(the run's fusion head or None, what the metadata says about it).
+
+    A head trained on another checkpoint than the one exported (say ``--checkpoint=latest``
+    after fuse.py used best) is left out, and the metadata says why, rather than failing the
+    export.
+    """
+    from m2cnn_tf import fusion
+
+    if not fusion.has_head(model_dir):
+        return None, f"no {PATIENT_SIGNATURE}: the run has no fusion head (fuse.py)"
+    try:
+        head = fusion.load_head(model_dir, model)
+    except fusion.FusionError as e:
+        return None, f"no {PATIENT_SIGNATURE}: {e}"
+    return head, {"signature": PATIENT_SIGNATURE, "thresholds": list(head.thresholds),
+                  "trained_on": head.record.get("checkpoint"),
+                  "kappa": head.record.get("kappa"),
+                  "one_eye": "a patient with one fundus found keeps the per-eye grade"}
 
 
 def existing_versions(export_dir: str) -> list:
@@ -150,13 +208,16 @@ def export_saved_model(model_dir: str, export_dir: str, version: Optional[int] =
         "outputs": list(OUTPUTS),
         "no_fundus": "fundus_found False, grades -1, score and probabilities NaN",
     }
+    fusion_head, metadata["fusion"] = _fusion_head(model_dir, model)
+    if fusion_head is not None:
+        metadata["signatures"][PATIENT_SIGNATURE] = list(PATIENT_INPUTS)
     os.makedirs(export_dir, exist_ok=True)
     # Written under a hidden name and renamed: TF Serving polls the base path and must never
     # load a half-written version.
     staging = os.path.join(export_dir, f".incomplete-{version}-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        build_archive(model, resolution, cuts).write_out(staging, verbose=False)
+        build_archive(model, resolution, cuts, fusion_head).write_out(staging, verbose=False)
         os.makedirs(os.path.join(staging, METADATA_DIR), exist_ok=True)
         with open(os.path.join(staging, METADATA_DIR, METADATA_FILE), "w") as f:
             json.dump(metadata, f, indent=2, sort_keys=True)
