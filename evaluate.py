@@ -6,8 +6,13 @@
     python evaluate.py --model=exported/m2cnn --images_dir=test/ --labels_csv=solution.csv
     # fit the four score thresholds on validation (written where export.py reads them)
     python evaluate.py --model=runs/m2cnn_720 --data_dir=tfrecords/eyepacs --fit_thresholds
+    # test-time augmentation: each image in 8 orientations, outputs averaged
+    python evaluate.py --model=runs/m2cnn_720 --data_dir=tfrecords/eyepacs --split=test --tta=8
 
-Writes report.json and confusion_{score,probabilities}.png to --output_dir.
+Writes to --output_dir: report.json (kappa with a bootstrap 95 % interval over patients,
+referable-DR ROC AUC, sensitivity/specificity at the fitted cut), report.md linking
+confusion_{score,probabilities}.png, roc.png and calibration.png, and predictions.csv (one row
+per image; with --tta its score_std column is the score's spread over the views).
 """
 
 import os
@@ -15,10 +20,9 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from m2cnn_tf import evaluation, input_pipeline, sources, thresholds  # noqa: E402
+from m2cnn_tf import evaluation, sources, stats, thresholds, tta  # noqa: E402
 from m2cnn_tf import predictor as predictors  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -35,41 +39,23 @@ flags.DEFINE_string("output_dir", None, "Where report.json and the PNGs go (defa
 flags.DEFINE_bool("fit_thresholds", False, "Fit the four score thresholds that maximise kappa "
                   "on this split and save them to <model_dir>/thresholds.json (training runs "
                   "only; fit on validation, never on test).")
+flags.DEFINE_integer("tta", 1, "Test-time augmentation: grade each image in this many "
+                     "orientations and average (1, 2, 4 or 8: the disc's 90° rotations and "
+                     "mirror); the score's spread over them goes into the report.")
+flags.DEFINE_integer("bootstrap", stats.NUM_RESAMPLES, "Bootstrap resamples (of patients) for "
+                     "the 95 % intervals of kappa and AUC; 0 for none.")
 flags.DEFINE_bool("quiet", False, "No progress bar.")
 
 
-def _from_records(model, data_dir, split, batch_size, quiet):
-    grades, scores, probabilities = [], [], []
-    total = input_pipeline.split_size(data_dir, split)
-    dataset = input_pipeline.make_dataset(data_dir, split, model.resolution, batch_size,
-                                          training=False)
-    progress = predictors.iter_with_progress(None, total, f"evaluating {split}", quiet)
-    for batch in dataset:
-        outputs = model.predict_normalized(batch["image"].numpy())
-        grades.append(batch["grade"].numpy())
-        scores.append(outputs["score"])
-        probabilities.append(outputs["probabilities"])
-        progress.update(len(batch["grade"]))
-    progress.close()
-    return np.concatenate(grades), np.concatenate(scores), np.concatenate(probabilities), []
-
-
-def _from_images(model, images_dir, labels_csv, batch_size, quiet):
-    inputs, skipped = sources.kaggle_inputs([images_dir], [labels_csv])
-    skipped = [{"file": s.file, "reason": s.reason} for s in skipped]
-    grade_of = {r.location: r.grade for r in inputs}
-    grades, scores, probabilities = [], [], []
-    results = predictors.iter_with_progress(
-        model.predict_files([r.location for r in inputs], batch_size), len(inputs),
-        "evaluating", quiet)
-    for path, outputs, error in results:
-        if outputs is None or not bool(outputs["fundus_found"]):
-            skipped.append({"file": path, "reason": error or "no fundus found"})
-            continue
-        grades.append(grade_of[path])
-        scores.append(outputs["score"])
-        probabilities.append(outputs["probabilities"])
-    return np.asarray(grades), np.asarray(scores), np.asarray(probabilities), skipped
+def collect_predictions(model, quiet: bool = False):
+    """Grades the data the flags name: (Predictions, skipped, name of the evaluated set)."""
+    if FLAGS.data_dir:
+        predictions, skipped = evaluation.predictions_from_records(
+            model, FLAGS.data_dir, FLAGS.split, FLAGS.batch_size, quiet)
+        return predictions, skipped, FLAGS.split
+    predictions, skipped = evaluation.predictions_from_images(
+        model, FLAGS.images_dir, FLAGS.labels_csv, FLAGS.batch_size, quiet)
+    return predictions, skipped, "images"
 
 
 def main(argv):
@@ -80,7 +66,10 @@ def main(argv):
                              "--labels_csv")
     if FLAGS.images_dir and not FLAGS.labels_csv:
         raise app.UsageError("--images_dir needs --labels_csv")
+    if FLAGS.bootstrap < 0:
+        raise app.UsageError(f"--bootstrap={FLAGS.bootstrap}: give 0 (no intervals) or more")
     try:
+        tta.check_num_views(FLAGS.tta)
         model = predictors.open_predictor(FLAGS.model, FLAGS.checkpoint)
         is_run = isinstance(model, predictors.ModelDirPredictor)
         if FLAGS.fit_thresholds and not is_run:
@@ -88,24 +77,25 @@ def main(argv):
                              "export carries its thresholds; fit them on the run, then export")
         if FLAGS.fit_thresholds and FLAGS.split == "test":
             raise ValueError("--fit_thresholds on the test split would leak it; use validation")
-        if FLAGS.data_dir:
-            grades, scores, probabilities, skipped = _from_records(
-                model, FLAGS.data_dir, FLAGS.split, FLAGS.batch_size, FLAGS.quiet)
-            name = FLAGS.split
-        else:
-            grades, scores, probabilities, skipped = _from_images(
-                model, FLAGS.images_dir, FLAGS.labels_csv, FLAGS.batch_size, FLAGS.quiet)
-            name = "images"
+        if FLAGS.fit_thresholds and FLAGS.tta != 1:
+            raise ValueError(f"--fit_thresholds with --tta={FLAGS.tta}: fit the thresholds on "
+                             "the plain model's scores (the export grades without TTA)")
+        model = tta.wrap(model, FLAGS.tta)
+        predictions, skipped, name = collect_predictions(model, FLAGS.quiet)
     except (FileNotFoundError, ValueError, sources.SourceError) as e:
         print(f"evaluate: error: {e}", file=sys.stderr)
         return 1
-    if len(grades) == 0:
+    if len(predictions) == 0:
         print("evaluate: error: no image could be evaluated", file=sys.stderr)
         return 1
+    grades, scores = predictions.grades, predictions.scores
     cuts = tuple(model.metadata["thresholds"])
-    report = evaluation.evaluate_arrays(grades, scores, probabilities, cuts)
+    report = evaluation.evaluate_predictions(predictions, cuts, num_resamples=FLAGS.bootstrap)
     report.update(model=model.description, data=FLAGS.data_dir or FLAGS.images_dir, split=name,
                   skipped=skipped)
+    if FLAGS.tta != 1:
+        report["tta"] = {"views": FLAGS.tta, "view_names": [v.name for v in tta.VIEWS[FLAGS.tta]],
+                         **evaluation.uncertainty_summary(predictions, cuts)}
     if FLAGS.fit_thresholds:
         rounding = thresholds.kappa_with(scores, grades)
         fitted, kappa = thresholds.fit_thresholds(scores, grades)
@@ -116,12 +106,14 @@ def main(argv):
               f"{kappa:.4f} (rounding: {rounding:.4f}); saved to {path}")
     output_dir = FLAGS.output_dir or (os.path.join(FLAGS.model, f"evaluation_{name}") if is_run
                                       else "evaluation")
-    paths = evaluation.write_report(report, output_dir, title=name)
+    paths = evaluation.write_report(report, output_dir, title=name, predictions=predictions)
     print(f"{model.description}, {name}:")
     print(evaluation.format_report(report))
     if skipped:
         print(f"  skipped {len(skipped)} file(s); see {paths['report']}")
-    print(f"wrote {paths['report']}, {paths['confusion_score']}, {paths['confusion_probabilities']}")
+    print(f"wrote {paths['report']} and {paths['markdown']} (with "
+          f"{', '.join(os.path.basename(p) for p in paths.values() if p.endswith('.png'))}) "
+          f"to {output_dir}")
     return 0
 
 

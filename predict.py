@@ -1,10 +1,13 @@
 """Grade fundus photographs with an export or a training run; one CSV row per photograph.
 
     python predict.py --model=exported/m2cnn --images=clinic_photos/ --output=predictions.csv
+    python predict.py --model=exported/m2cnn --images=clinic_photos/ --tta=8
 
 --images takes a folder, a glob ("photos/*.jpeg"), a .txt file listing paths, or a comma list.
-Columns: image, grade, grade_from_probabilities, score, p0…p4, error. A file that cannot be
-read, or shows no fundus, gets its reason in ``error`` and never stops the batch.
+Columns: image, grade, grade_from_probabilities, score, p0…p4, error; with --tta=2, 4 or 8
+(test-time augmentation: each disc graded in that many orientations, outputs averaged) also
+score_std, the score's spread over the orientations. A file that cannot be read, or shows no
+fundus, gets its reason in ``error`` and never stops the batch.
 """
 
 import csv
@@ -17,6 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags  # noqa: E402
 
 from m2cnn_tf import predictor as predictors  # noqa: E402
+from m2cnn_tf import tta  # noqa: E402
 from m2cnn_tf.config import NUM_GRADES  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -28,10 +32,13 @@ flags.DEFINE_string("output", "predictions.csv", "CSV to write.")
 flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "For a training run: which "
                   "checkpoint.")
 flags.DEFINE_integer("batch_size", 8, "Photographs graded at once.")
+flags.DEFINE_integer("tta", 1, "Test-time augmentation: grade each photograph in this many "
+                     "orientations of its disc and average (1, 2, 4 or 8); adds score_std.")
 flags.DEFINE_bool("quiet", False, "No progress bar.")
 
 COLUMNS = (["image", "grade", "grade_from_probabilities", "score"]
            + [f"p{g}" for g in range(NUM_GRADES)] + ["error"])
+TTA_COLUMNS = COLUMNS[:4] + [tta.STD_OUTPUT] + COLUMNS[4:]
 
 
 def rows(results):
@@ -45,6 +52,8 @@ def rows(results):
                "grade_from_probabilities": int(outputs["grade_from_probabilities"]),
                "score": f"{float(outputs['score']):.4f}", "error": ""}
         row.update({f"p{g}": f"{float(p):.4f}" for g, p in enumerate(outputs["probabilities"])})
+        if tta.STD_OUTPUT in outputs:
+            row[tta.STD_OUTPUT] = f"{float(outputs[tta.STD_OUTPUT]):.4f}"
         yield row
 
 
@@ -52,15 +61,17 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     try:
+        tta.check_num_views(FLAGS.tta)
         paths = predictors.list_images(FLAGS.images)
-        model = predictors.open_predictor(FLAGS.model, FLAGS.checkpoint)
+        model = tta.wrap(predictors.open_predictor(FLAGS.model, FLAGS.checkpoint), FLAGS.tta)
     except (FileNotFoundError, ValueError) as e:
         print(f"predict: error: {e}", file=sys.stderr)
         return 1
     print(f"grading {len(paths)} photograph(s) with {model.description} at "
           f"{model.resolution} px", file=sys.stderr)
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=TTA_COLUMNS if FLAGS.tta > 1 else COLUMNS,
+                            lineterminator="\n")
     writer.writeheader()
     errors = 0
     results = predictors.iter_with_progress(model.predict_files(paths, FLAGS.batch_size),
@@ -69,7 +80,8 @@ def main(argv):
         errors += bool(row["error"])
         writer.writerow(row)
     tmp = FLAGS.output + ".incomplete"
-    with open(tmp, "w", newline="") as f:
+    # errors="surrogateescape": a file name that is not UTF-8 is written back as its own bytes
+    with open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as f:
         f.write(buffer.getvalue())
     os.replace(tmp, FLAGS.output)
     print(f"wrote {FLAGS.output}: {len(paths)} rows, {errors} with an error", file=sys.stderr)

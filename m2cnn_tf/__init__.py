@@ -20,6 +20,9 @@ Modules, one responsibility each:
   graph_preprocess  the TF-graph twin of fundus preprocessing, for serving
   serving, predictor, evaluation  export (export.py), prediction and evaluation reports
   fusion       two-eye fusion: a patient-level head on frozen features (fuse.py, grade_patient)
+  tta          test-time augmentation: the disc's 90° rotations and mirror, outputs averaged
+  stats        bootstrap intervals over patients, referable-DR ROC/AUC, calibration
+  report       report.md with ROC and reliability plots drawn with OpenCV
 """
 
 __version__ = "0.1.0"

@@ -8,18 +8,23 @@
   photographs are preprocessed in Python by ``fundus.load_normalized`` — the builder's own path.
 
 Both give the serving outputs (``serving.OUTPUTS``) as NumPy arrays, and both turn an unreadable
-file into an error for that file alone.
+file into an error for that file alone. ``normalized_files`` gives the normalised discs
+themselves (the model's input), each predictor by its own preprocessing — the export's in-graph
+twin, with the constants it was exported with, or the builder's OpenCV code — so that anything
+working on the model input (test-time augmentation, ``tta``) keeps each one's parity.
 """
 
 from __future__ import annotations
 
 import os
+import dataclasses
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
 
-from m2cnn_tf import checkpoints, fundus, image_io, serving, thresholds
+from m2cnn_tf import checkpoints, fundus, graph_preprocess, image_io, serving, thresholds
+from m2cnn_tf.config import PreprocessConfig
 
 FileResult = Tuple[str, Optional[Dict[str, np.ndarray]], Optional[str]]  # path, outputs, error
 
@@ -32,9 +37,48 @@ def _numpy(outputs) -> Dict[str, np.ndarray]:
     return {k: np.asarray(v) for k, v in outputs.items()}
 
 
+def _decoder_error(error: tf.errors.OpError) -> str:
+    """The line of a graph error that says what is wrong, without the graph's node trace."""
+    lines = [line.strip() for line in error.message.splitlines() if line.strip()]
+    return next((line for line in lines if "assertion failed" in line or "failed." in line),
+                lines[0] if lines else "")
+
+
 def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
+
+
+def mask_not_found(outputs: Dict[str, np.ndarray], found) -> Dict[str, np.ndarray]:
+    """The serving convention for photographs without a fundus, in NumPy: grades −1, score and
+    probabilities NaN, ``fundus_found`` False (``serving.model_outputs`` does it in the graph)."""
+    found = np.asarray(found, bool)
+    outputs = dict(outputs)
+    for key, value in outputs.items():
+        value = np.asarray(value)
+        where = found.reshape((-1,) + (1,) * (value.ndim - 1))
+        if key == "fundus_found":
+            outputs[key] = value & found
+        elif np.issubdtype(value.dtype, np.floating):
+            outputs[key] = np.where(where, value, np.nan).astype(value.dtype)
+        elif np.issubdtype(value.dtype, np.integer):
+            outputs[key] = np.where(where, value, serving.NOT_GRADED).astype(value.dtype)
+    return outputs
+
+
+@dataclasses.dataclass
+class NormalizedChunk:
+    """Photographs preprocessed into the model's input, a chunk at a time.
+
+    ``images[i]`` (with ``found[i]``) is the normalised disc of ``readable[i]``; every other
+    path of the chunk has its reason in ``errors``; ``paths`` keeps the chunk's order.
+    """
+
+    paths: List[str]
+    readable: List[str]
+    images: np.ndarray  # (k, r, r, 3) uint8
+    found: np.ndarray  # (k,) bool: False when the photograph shows no fundus (export only)
+    errors: Dict[str, str]
 
 
 class Predictor:
@@ -44,11 +88,30 @@ class Predictor:
     description: str
     metadata: Dict
 
-    def predict_normalized(self, images: np.ndarray) -> Dict[str, np.ndarray]:
+    def predict_normalized(self, images: np.ndarray, found=None) -> Dict[str, np.ndarray]:
+        """The serving outputs for (B, r, r, 3) uint8 normalised discs; rows whose ``found`` is
+        False get the no-fundus outputs."""
+        raise NotImplementedError
+
+    def normalized_files(self, paths: Sequence[str], batch_size: int = 8
+                         ) -> Iterator[NormalizedChunk]:
+        """The photographs as the model sees them, ``batch_size`` at a time."""
         raise NotImplementedError
 
     def predict_files(self, paths: Sequence[str], batch_size: int = 8) -> Iterator[FileResult]:
-        raise NotImplementedError
+        """(path, outputs or None, error or None) for every path, in order."""
+        for chunk in self.normalized_files(paths, batch_size):
+            yield from self._file_results(chunk)
+
+    def _file_results(self, chunk: NormalizedChunk) -> Iterator[FileResult]:
+        results = {path: (None, error) for path, error in chunk.errors.items()}
+        if chunk.readable:
+            outputs = self.predict_normalized(chunk.images, chunk.found)
+            for i, path in enumerate(chunk.readable):
+                results[path] = (_unbatch(outputs, i), None)
+        for path in chunk.paths:
+            outputs, error = results[path]
+            yield path, outputs, error
 
 
 class ExportPredictor(Predictor):
@@ -62,24 +125,67 @@ class ExportPredictor(Predictor):
         self.description = f"export {self.path}"
         self._bytes = self.loaded.signatures[serving.SERVING_SIGNATURE]
         self._normalized = self.loaded.signatures[serving.NORMALIZED_SIGNATURE]
+        # The preprocessing constants the export was made with (its metadata), so that
+        # ``normalized_files`` gives what its serving_default signature feeds the model.
+        known = {f.name for f in dataclasses.fields(PreprocessConfig)}
+        self.preprocess_config = PreprocessConfig(**{
+            k: v for k, v in self.metadata.get("preprocessing", {}).items() if k in known})
 
-    def predict_normalized(self, images):
+    def predict_normalized(self, images, found=None):
         images = tf.convert_to_tensor(np.asarray(images, np.uint8))
-        return _numpy(self._normalized(**{serving.NORMALIZED_INPUT: images}))
+        outputs = _numpy(self._normalized(**{serving.NORMALIZED_INPUT: images}))
+        return outputs if found is None else mask_not_found(outputs, found)
+
+    def _read(self, chunk) -> Tuple[List[Tuple[str, bytes]], Dict[str, str]]:
+        readable, errors = [], {}
+        for path in chunk:
+            try:
+                data = image_io.read_file_bytes(path)
+                image_io.check_image_bytes(data, path, self.preprocess_config)
+                readable.append((path, data))
+            except image_io.ImageReadError as e:
+                errors[path] = e.problem
+        return readable, errors
+
+    def _preprocess(self, encoded: List[bytes]):
+        images, found = graph_preprocess.preprocess_batch(
+            tf.constant(encoded, tf.string), self.resolution, self.preprocess_config)
+        return images.numpy(), found.numpy()
+
+    def normalized_files(self, paths, batch_size=8):
+        """The in-graph preprocessing (``graph_preprocess``, what serving_default runs)."""
+        size = self.resolution
+        for chunk in _chunks(list(paths), batch_size):
+            readable, errors = self._read(chunk)
+            images = np.zeros((0, size, size, 3), np.uint8)
+            found = np.zeros((0,), bool)
+            if readable:
+                try:
+                    images, found = self._preprocess([d for _, d in readable])
+                except tf.errors.InvalidArgumentError:
+                    # as in predict_files: the one file the decoder refuses fails alone
+                    kept, pictures, flags_found = [], [], []
+                    for path, data in readable:
+                        try:
+                            image, one_found = self._preprocess([data])
+                            kept.append((path, data))
+                            pictures.append(image[0])
+                            flags_found.append(one_found[0])
+                        except tf.errors.InvalidArgumentError as e:
+                            errors[path] = f"could not be decoded ({_decoder_error(e)})"
+                    readable = kept
+                    if pictures:
+                        images, found = np.stack(pictures), np.asarray(flags_found, bool)
+            yield NormalizedChunk(list(chunk), [p for p, _ in readable], images, found, errors)
 
     def predict_bytes(self, encoded: List[bytes]) -> Dict[str, np.ndarray]:
         return _numpy(self._bytes(**{serving.BYTES_INPUT: tf.constant(encoded, tf.string)}))
 
     def predict_files(self, paths, batch_size=8):
+        """Through the serving_default signature: the raw bytes go in, as TF Serving gets them."""
         for chunk in _chunks(list(paths), batch_size):
-            readable, results = [], {}
-            for path in chunk:
-                try:
-                    data = image_io.read_file_bytes(path)
-                    image_io.check_image_bytes(data, path)
-                    readable.append((path, data))
-                except image_io.ImageReadError as e:
-                    results[path] = (None, e.problem)
+            readable, errors = self._read(chunk)
+            results = {path: (None, error) for path, error in errors.items()}
             if readable:
                 try:
                     outputs = self.predict_bytes([d for _, d in readable])
@@ -92,7 +198,7 @@ class ExportPredictor(Predictor):
                         try:
                             results[path] = (_unbatch(self.predict_bytes([data]), 0), None)
                         except tf.errors.InvalidArgumentError as e:
-                            results[path] = (None, f"could not be decoded ({e.message.strip()})")
+                            results[path] = (None, f"could not be decoded ({_decoder_error(e)})")
             for path in chunk:
                 outputs, error = results[path]
                 yield path, outputs, error
@@ -118,25 +224,22 @@ class ModelDirPredictor(Predictor):
             found = tf.ones([tf.shape(images)[0]], tf.bool)
         return _numpy(self._predict(images, tf.convert_to_tensor(found)))
 
-    def predict_files(self, paths, batch_size=8):
+    def normalized_files(self, paths, batch_size=8):
+        """The builder's preprocessing (``fundus.load_normalized``); a photograph without a
+        fundus is an error for that file."""
+        size = self.resolution
         for chunk in _chunks(list(paths), batch_size):
-            images, ok, results = [], [], {}
+            images, ok, errors = [], [], {}
             for path in chunk:
                 try:
-                    images.append(fundus.load_normalized(path, (self.resolution,))
-                                  .images[self.resolution])
+                    images.append(fundus.load_normalized(path, (size,)).images[size])
                     ok.append(path)
                 except image_io.ImageReadError as e:
-                    results[path] = (None, e.problem)
+                    errors[path] = e.problem
                 except fundus.NoFundusError as e:
-                    results[path] = (None, str(e).replace(f"{path}: ", "", 1))
-            if ok:
-                outputs = self.predict_normalized(np.stack(images))
-                for i, path in enumerate(ok):
-                    results[path] = (_unbatch(outputs, i), None)
-            for path in chunk:
-                outputs, error = results[path]
-                yield path, outputs, error
+                    errors[path] = str(e).replace(f"{path}: ", "", 1)
+            stacked = np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)
+            yield NormalizedChunk(list(chunk), ok, stacked, np.ones(len(ok), bool), errors)
 
 
 def open_predictor(path: str, checkpoint: str = checkpoints.BEST) -> Predictor:
