@@ -144,18 +144,13 @@ def _ratio(numerator: float, denominator: float) -> Optional[float]:
 def grade_report(grades, predicted) -> Dict:
     """Kappa, accuracy, recall per grade and referable sensitivity/specificity of one grading."""
     counts = confusion(grades, predicted)
-    grades = np.asarray(grades, np.int64)
-    predicted = np.asarray(predicted, np.int64)
-    referable_true = grades >= REFERABLE_GRADE
-    referable_pred = predicted >= REFERABLE_GRADE
+    screening = stats.sensitivity_specificity(grades, predicted)
     return {
         "kappa": metrics.quadratic_weighted_kappa(counts),
         "accuracy": metrics.accuracy(counts),
         "recall_per_grade": [_ratio(counts[g, g], counts[g].sum()) for g in range(NUM_GRADES)],
-        "referable_sensitivity": _ratio((referable_true & referable_pred).sum(),
-                                        referable_true.sum()),
-        "referable_specificity": _ratio((~referable_true & ~referable_pred).sum(),
-                                        (~referable_true).sum()),
+        "referable_sensitivity": screening.sensitivity,
+        "referable_specificity": screening.specificity,
         "confusion": counts.tolist(),
     }
 
