@@ -8,6 +8,8 @@
     python evaluate.py --model=runs/m2cnn_720 --data_dir=tfrecords/eyepacs --fit_thresholds
     # test-time augmentation: each image in 8 orientations, outputs averaged
     python evaluate.py --model=runs/m2cnn_720 --data_dir=tfrecords/eyepacs --split=test --tta=8
+    # two-eye fusion (after fuse.py): per-eye and fused kappa side by side
+    python evaluate.py --model=runs/m2cnn_720 --data_dir=tfrecords/eyepacs --split=test --fusion
 
 Writes to --output_dir: report.json (kappa with a bootstrap 95 % interval over patients,
 referable-DR ROC AUC, sensitivity/specificity at the fitted cut), report.md linking
@@ -22,7 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
-from m2cnn_tf import evaluation, sources, stats, thresholds, tta  # noqa: E402
+from m2cnn_tf import evaluation, fusion, sources, stats, thresholds, tta  # noqa: E402
 from m2cnn_tf import predictor as predictors  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -44,6 +46,9 @@ flags.DEFINE_integer("tta", 1, "Test-time augmentation: grade each image in this
                      "mirror); the score's spread over them goes into the report.")
 flags.DEFINE_integer("bootstrap", stats.NUM_RESAMPLES, "Bootstrap resamples (of patients) for "
                      "the 95 % intervals of kappa and AUC; 0 for none.")
+flags.DEFINE_bool("fusion", False, "Also grade each eye with the run's two-eye fusion head "
+                  "(fuse.py): per-eye and fused kappa side by side, with bootstrap intervals "
+                  "over patients (a training run and --data_dir only; no --tta).")
 flags.DEFINE_bool("quiet", False, "No progress bar.")
 
 
@@ -56,6 +61,17 @@ def collect_predictions(model, quiet: bool = False):
     predictions, skipped = evaluation.predictions_from_images(
         model, FLAGS.images_dir, FLAGS.labels_csv, FLAGS.batch_size, quiet)
     return predictions, skipped, "images"
+
+
+def fusion_predictions(model):
+    """Per-eye and fused predictions (``fusion.evaluate_split``) on --data_dir's --split."""
+    if not isinstance(model, predictors.ModelDirPredictor) or not FLAGS.data_dir:
+        raise ValueError("--fusion needs a training run with a fusion head (fuse.py) as "
+                         "--model, and --data_dir")
+    if FLAGS.tta != 1:
+        raise ValueError("--fusion with --tta: the fusion head reads un-augmented features")
+    return fusion.evaluate_split(FLAGS.model, FLAGS.data_dir, FLAGS.split, FLAGS.checkpoint,
+                                 FLAGS.batch_size, model=model.model, info=model.metadata)[0]
 
 
 def main(argv):
@@ -80,6 +96,7 @@ def main(argv):
         if FLAGS.fit_thresholds and FLAGS.tta != 1:
             raise ValueError(f"--fit_thresholds with --tta={FLAGS.tta}: fit the thresholds on "
                              "the plain model's scores (the export grades without TTA)")
+        fused = fusion_predictions(model) if FLAGS.fusion else None
         model = tta.wrap(model, FLAGS.tta)
         predictions, skipped, name = collect_predictions(model, FLAGS.quiet)
     except (FileNotFoundError, ValueError, sources.SourceError) as e:
@@ -96,6 +113,8 @@ def main(argv):
     if FLAGS.tta != 1:
         report["tta"] = {"views": FLAGS.tta, "view_names": [v.name for v in tta.VIEWS[FLAGS.tta]],
                          **evaluation.uncertainty_summary(predictions, cuts)}
+    if fused is not None:
+        report["fusion"] = fusion.interval_report(fused, num_resamples=FLAGS.bootstrap)
     if FLAGS.fit_thresholds:
         rounding = thresholds.kappa_with(scores, grades)
         fitted, kappa = thresholds.fit_thresholds(scores, grades)
@@ -109,6 +128,8 @@ def main(argv):
     paths = evaluation.write_report(report, output_dir, title=name, predictions=predictions)
     print(f"{model.description}, {name}:")
     print(evaluation.format_report(report))
+    if fused is not None:
+        print(fusion.format_interval_report(report["fusion"]))
     if skipped:
         print(f"  skipped {len(skipped)} file(s); see {paths['report']}")
     print(f"wrote {paths['report']} and {paths['markdown']} (with "

@@ -660,7 +660,8 @@ def interval_report(predictions: Dict[str, np.ndarray], **kw) -> Dict:
 
     Args:
       predictions: ``fuse`` / ``evaluate_split`` output.
-      **kw: ``num_resamples``, ``confidence``, ``seed`` of ``stats.bootstrap_interval``.
+      **kw: ``num_resamples``, ``confidence``, ``seed`` of ``stats.bootstrap_interval``;
+        ``num_resamples=0`` gives the kappas without intervals (``low``, ``high`` None).
 
     Returns:
       ``{"per_eye", "fused", "difference": {"kappa", "low", "high"}, "images", "paired_images",
@@ -671,6 +672,14 @@ def interval_report(predictions: Dict[str, np.ndarray], **kw) -> Dict:
 
     grades = np.asarray(predictions["grade"], np.int64)
     patients = np.asarray(predictions["patient_id"]).astype(str)
+    if kw.get("num_resamples", 1) == 0:
+        summary = kappas(predictions)
+        point = {"per_eye": summary["kappa_per_eye"], "fused": summary["kappa_fused"]}
+        point["difference"] = point["fused"] - point["per_eye"]
+        return {**{k: {"kappa": v, "low": None, "high": None} for k, v in point.items()},
+                "images": summary["images"], "paired_images": summary["paired_images"],
+                "patients": summary["patients"], "num_resamples": 0,
+                "confidence": kw.get("confidence", stats.CONFIDENCE)}
     result = {}
     for name in ("per_eye", "fused"):
         interval = stats.kappa_interval(grades, predictions[f"{name}_grade"], patients=patients,
@@ -691,12 +700,13 @@ def interval_report(predictions: Dict[str, np.ndarray], **kw) -> Dict:
 def format_interval_report(report: Dict) -> str:
     """A few lines for the terminal: per-eye, fused and the difference with their intervals."""
     lines = [f"two-eye fusion: {report['images']} images ({report['paired_images']} with both "
-             f"eyes) of {report['patients']} patients; {report['confidence']:.0%} bootstrap "
-             f"intervals over patients ({report['num_resamples']} resamples)"]
+             f"eyes) of {report['patients']} patients"
+             + (f"; {report['confidence']:.0%} bootstrap intervals over patients "
+                f"({report['num_resamples']} resamples)" if report["num_resamples"] else "")]
     for key, label in (("per_eye", "per-eye kappa"), ("fused", "fused kappa"),
                        ("difference", "fused − per-eye")):
         r = report[key]
         sign = "+" if key == "difference" else ""
-        lines.append(f"  {label:<16} {r['kappa']:{sign}.4f}  [{r['low']:{sign}.4f}, "
-                     f"{r['high']:{sign}.4f}]")
+        lines.append(f"  {label:<16} {r['kappa']:{sign}.4f}" + (
+            f"  [{r['low']:{sign}.4f}, {r['high']:{sign}.4f}]" if r["low"] is not None else ""))
     return "\n".join(lines)

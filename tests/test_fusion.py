@@ -195,6 +195,18 @@ def test_fuse_py_trains_saves_and_reports(tiny_run):
                                                  "validation")
     assert summary["kappa_fused"] == pytest.approx(record["kappa"]["validation"]["kappa_fused"])
     assert predictions["paired"].all() and len(set(predictions["patient_id"])) == 2
+    # evaluate.py --fusion: per-eye and fused kappa side by side, with intervals over patients
+    out = tiny_run["root"] / "evaluation"
+    evaluated = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "evaluate.py"), f"--model={tiny_run['model_dir']}",
+         f"--data_dir={tiny_run['data_dir']}", "--split=validation", "--fusion",
+         "--bootstrap=50", "--quiet", f"--output_dir={out}"],
+        capture_output=True, text=True, env=ENV, timeout=600)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert "per-eye kappa" in evaluated.stdout and "fused kappa" in evaluated.stdout
+    fused = json.loads((out / "report.json").read_text())["fusion"]
+    assert fused["fused"]["kappa"] == pytest.approx(summary["kappa_fused"])
+    assert fused["patients"] == 2 and fused["num_resamples"] == 50
     # a head does not fit another checkpoint
     other = m2cnn.build_m2cnn(RESOLUTION, "tiny")
     with pytest.raises(fusion.FusionError, match="another checkpoint"):
