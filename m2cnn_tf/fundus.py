@@ -212,6 +212,11 @@ def find_fundus(image: np.ndarray, config: PreprocessConfig = PREPROCESS) -> Fun
             f"no fundus found: the image is nearly uniform (channel-sum brightness "
             f"{background:.0f}–{foreground:.0f} of 255); expected a bright circular retina on a "
             "dark frame")
+    if background > config.max_frame_brightness:
+        raise NoFundusError(
+            f"no fundus found: the photograph has no dark frame (its darkest 1 % has "
+            f"channel-sum brightness {background:.0f}, over PreprocessConfig.max_frame_brightness"
+            f"={config.max_frame_brightness:g}); expected a circular retina on a black frame")
     threshold = background + max(config.min_foreground_contrast,
                                  config.foreground_fraction * contrast)
     mask = (brightness > threshold).astype(np.uint8)

@@ -626,7 +626,8 @@ def _find_fundus(image: tf.Tensor, config: PreprocessConfig):
         mask = tf.cast(brightness, _F64) > threshold
         mask, any_component = _largest_component(mask)
         x, y = _edge_points(mask)
-        enough = ((contrast >= config.min_foreground_contrast) & any_component
+        enough = ((contrast >= config.min_foreground_contrast)
+                  & (background <= config.max_frame_brightness) & any_component
                   & (tf.size(x) >= fundus._MIN_EDGE_POINTS))
 
         def fit():
