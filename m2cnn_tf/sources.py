@@ -98,6 +98,20 @@ def _read_csv(path: str, required: Sequence[str]) -> Tuple[List[Dict[str, str]],
     return rows, columns
 
 
+def _not_utf8(name: str) -> Optional[str]:
+    """Why a file name cannot become an image id (ids are stored as UTF-8 text), or None.
+
+    Python lists a file name that is not valid UTF-8 with surrogate escapes in place of the bad
+    bytes; such a name cannot be written into a record or matched to a row of a text CSV.
+    """
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raw = os.fsencode(name)
+        return f"file name {raw!r} is not valid UTF-8; rename the file (ids are stored as text)"
+    return None
+
+
 def _index_images(images_dir: str) -> Dict[str, str]:
     """{file name without extension: file name} for every image file in a folder."""
     index = {}
@@ -185,9 +199,8 @@ def kaggle_inputs(
     for images_dir, index in indexes.items():
         for stem, name in index.items():
             if stem not in labelled[images_dir]:
-                skipped.append(SkippedInput(os.path.join(images_dir, name),
-                                            f"no row for this image in "
-                                            f"{', '.join(csvs_of[images_dir])}"))
+                skipped.append(SkippedInput(os.path.join(images_dir, name), _not_utf8(name) or (
+                    f"no row for this image in {', '.join(csvs_of[images_dir])}")))
     return inputs, skipped
 
 
@@ -261,6 +274,9 @@ def folder_inputs(images_dir: str) -> Tuple[List[InputRecord], List[SkippedInput
             stem, ext = os.path.splitext(name)
             if ext.lower() not in IMAGE_EXTENSIONS or not os.path.isfile(path):
                 skipped.append(SkippedInput(path, "not a .jpeg/.jpg/.png file"))
+                continue
+            if _not_utf8(name):
+                skipped.append(SkippedInput(path, _not_utf8(name)))
                 continue
             if stem in seen:
                 skipped.append(SkippedInput(path, f"duplicate id {stem} (also {seen[stem]})"))
