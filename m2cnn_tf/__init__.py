@@ -23,6 +23,7 @@ Modules, one responsibility each:
   tta          test-time augmentation: the disc's 90° rotations and mirror, outputs averaged
   stats        bootstrap intervals over patients, referable-DR ROC/AUC, calibration
   report       report.md with ROC and reliability plots drawn with OpenCV
+  faults       fault-injection hooks (M2CNN_FAULTS) for tests/reliability; inert by default
 """
 
 __version__ = "0.1.0"

@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import csv
 import dataclasses
+import errno
 import hashlib
 import io
 import json
@@ -28,7 +29,7 @@ import random
 import sys
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence
 
-from m2cnn_tf import __version__, build_worker, locking, records, splits
+from m2cnn_tf import __version__, build_worker, faults, locking, records, splits
 from m2cnn_tf.config import BUILDER, NUM_GRADES, PREPROCESS, BuilderConfig, PreprocessConfig
 from m2cnn_tf.sources import SPLITS, InputRecord, SkippedInput
 
@@ -114,13 +115,31 @@ def inputs_checksum(inputs: Sequence[InputRecord], skipped: Sequence[SkippedInpu
     return "sha256:" + digest.hexdigest()
 
 
+def _write_failed(path: str, error: Exception) -> BuildError:
+    """A failed write (OSError, or TensorFlow's error from a TFRecord writer) as a BuildError."""
+    number = getattr(error, "errno", None)
+    reason = getattr(error, "strerror", None) or getattr(error, "message", None) or str(error)
+    code = f" (errno {errno.errorcode.get(number, number)})" if number else ""
+    return BuildError(
+        f"writing {path} failed: {reason}{code}; the shards completed so far are kept — free "
+        "space or fix the folder, then run the same command again to finish")
+
+
 def _atomic_write(path: str, data: bytes) -> None:
+    """Writes through a temporary name, so a killed or failed write leaves the old file or the
+    new one, never half of one; an OSError (a full disk) becomes a BuildError naming the file."""
     tmp = path + TMP_SUFFIX
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        faults.point("build.write")
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise _write_failed(path, e) from None
 
 
 def _json_bytes(value) -> bytes:
@@ -146,26 +165,52 @@ class _ShardWriter:
         self.output_dir = output_dir
         self.shard = shard
         self.final = {r: os.path.join(output_dir, shard.path(r)) for r in resolutions}
-        self.writers = {r: tf.io.TFRecordWriter(path + TMP_SUFFIX)
-                        for r, path in self.final.items()}
+        # A full disk shows as an OSError from Python's own writes and as one of TensorFlow's
+        # errors from its record writer.
+        self.write_errors = (OSError, tf.errors.OpError)
+        self.writers = {}
+        for r, path in self.final.items():
+            try:
+                self.writers[r] = tf.io.TFRecordWriter(path + TMP_SUFFIX)
+            except self.write_errors as e:
+                self.abort()
+                raise _write_failed(path + TMP_SUFFIX, e) from None
         self.grades = [0] * NUM_GRADES
         self.written = 0
         self.errors: List[Dict[str, str]] = []
 
     def add(self, record: InputRecord, encoded: Dict[int, bytes], source: str) -> None:
         for resolution, writer in self.writers.items():
-            writer.write(records.make_example(encoded[resolution], resolution, record.grade,
-                                              record.image_id, record.patient_id, record.eye,
-                                              source))
+            try:
+                faults.point("build.write")
+                writer.write(records.make_example(encoded[resolution], resolution, record.grade,
+                                                  record.image_id, record.patient_id,
+                                                  record.eye, source))
+            except self.write_errors as e:
+                raise _write_failed(self.final[resolution] + TMP_SUFFIX, e) from None
         self.grades[record.grade] += 1
         self.written += 1
 
-    def commit(self, state_dir: str) -> Dict:
+    def abort(self) -> None:
+        """Closes and deletes this shard's temporary files (after a failure: frees the space)."""
         for writer in self.writers.values():
-            writer.close()
+            try:
+                writer.close()
+            except Exception:  # the disk that failed the write may fail the flush too
+                pass
         for path in self.final.values():
-            with open(path + TMP_SUFFIX, "rb") as f:
-                os.fsync(f.fileno())
+            if os.path.exists(path + TMP_SUFFIX):
+                os.remove(path + TMP_SUFFIX)
+
+    def commit(self, state_dir: str) -> Dict:
+        for resolution, path in self.final.items():
+            try:
+                self.writers[resolution].close()
+                with open(path + TMP_SUFFIX, "rb") as f:
+                    os.fsync(f.fileno())
+            except self.write_errors as e:
+                raise _write_failed(path + TMP_SUFFIX, e) from None
+        for path in self.final.values():
             os.replace(path + TMP_SUFFIX, path)
         summary = {"split": self.shard.split, "name": self.shard.name, "count": self.written,
                    "grades": self.grades, "errors": self.errors,
@@ -293,17 +338,24 @@ def build(
             results = _run_tasks(_tasks(pending, settings, payloads), workers)
             for shard in pending:
                 writer = _ShardWriter(output_dir, shard, settings.resolutions)
-                for record in shard.inputs:
-                    result = next(results)
-                    if result.error is not None:
-                        writer.errors.append({"file": record.location, "reason": result.error})
-                        error_count += 1
-                        bar.set_postfix_str(f"{error_count} skipped")
-                    else:
-                        writer.add(record, result.encoded,
-                                   _relative_source(record.location, images_root))
-                    bar.update(1)
-                done[shard.name] = writer.commit(state_dir)
+                try:
+                    for record in shard.inputs:
+                        result = next(results)
+                        if result.error is not None:
+                            writer.errors.append({"file": record.location,
+                                                  "reason": result.error})
+                            error_count += 1
+                            bar.set_postfix_str(f"{error_count} skipped")
+                        else:
+                            writer.add(record, result.encoded,
+                                       _relative_source(record.location, images_root))
+                        faults.point("build.record")
+                        bar.update(1)
+                    done[shard.name] = writer.commit(state_dir)
+                except BaseException:
+                    writer.abort()
+                    raise
+                faults.point("build.shard")
         finally:
             bar.close()
 
