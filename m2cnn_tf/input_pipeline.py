@@ -65,9 +65,13 @@ def augment_image(image: np.ndarray, seed: int, config: AugmentConfig = AUGMENT)
     if flip:  # mirror x about the centre, after the rotation
         matrix[0] = -matrix[0]
         matrix[0, 2] += size - 1
-    fill = (config.fill,) * 3
-    warped = cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR,
+    fill = (config.fill,) * 4
+    # OpenCV's bilinear warp is about twice as fast on four interleaved channels as on three
+    # (its SIMD path); the padding channel costs two cheap copies and changes no pixel.
+    padded = cv2.cvtColor(image, cv2.COLOR_RGB2RGBA)
+    warped = cv2.warpAffine(padded, matrix, (size, size), flags=cv2.INTER_LINEAR,
                             borderMode=cv2.BORDER_CONSTANT, borderValue=fill)
+    warped = cv2.cvtColor(warped, cv2.COLOR_RGBA2RGB)
     # (x − γ)·c + γ + b  ==  c·x + ((1 − c)·γ + b), saturated to 0–255
     return cv2.convertScaleAbs(warped, alpha=contrast,
                                beta=(1.0 - contrast) * config.fill + brightness)
