@@ -12,7 +12,7 @@ from typing import Dict, Optional, Tuple
 
 import cv2
 
-from m2cnn_tf import fundus, image_io
+from m2cnn_tf import faults, fundus, image_io
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +56,7 @@ def normalise(task: Task):
 
 def process(task: Task) -> Result:
     """Decodes, normalises and encodes one photograph; every failure becomes a reason."""
+    faults.point("build.decode")
     try:
         images = normalise(task)
     except (image_io.ImageReadError, fundus.NoFundusError) as e:

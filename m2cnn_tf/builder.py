@@ -17,6 +17,8 @@ same folder is refused rather than mixed in.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
+import concurrent.futures.process
 import csv
 import dataclasses
 import errno
@@ -240,16 +242,71 @@ def _tasks(shards: Iterable[Shard], settings: BuildSettings, payloads: Dict[str,
             index += 1
 
 
+WORKER_DIED = ("the worker process died while processing this photograph (a crash in a "
+               "decoder, or killed, e.g. out of memory); retried alone, it died again")
+TASKS_IN_FLIGHT_PER_WORKER = 2  # tasks queued ahead per worker: keeps workers busy, bounds memory
+
+
+def _spawn_pool(num_workers: int) -> concurrent.futures.ProcessPoolExecutor:
+    return concurrent.futures.ProcessPoolExecutor(
+        num_workers, mp_context=multiprocessing.get_context("spawn"),
+        initializer=build_worker.init_worker)
+
+
+def _run_alone(task: build_worker.Task) -> concurrent.futures.Future:
+    """Runs one task in a fresh process; a death there is that photograph's error."""
+    done: concurrent.futures.Future = concurrent.futures.Future()
+    with _spawn_pool(1) as pool:
+        try:
+            done.set_result(pool.submit(build_worker.process, task).result())
+        except concurrent.futures.process.BrokenProcessPool:
+            done.set_result(build_worker.Result(task.index, None, WORKER_DIED))
+    return done
+
+
 def _run_tasks(tasks: Iterator[build_worker.Task], num_workers: int):
-    """Results in task order, from a pool of spawned (TensorFlow-free) workers."""
+    """Results in task order, from a pool of spawned (TensorFlow-free) workers.
+
+    A worker that dies (a decoder crashing on a hostile file, the out-of-memory killer) breaks
+    the pool instead of hanging the build: the tasks it may have held are re-run one by one in
+    fresh processes — a photograph that kills its process again is reported as an error, the
+    others go through — and a new pool takes the rest.
+    """
     if num_workers <= 1:
         build_worker.init_worker()
         for task in tasks:
             yield build_worker.process(task)
         return
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(num_workers, initializer=build_worker.init_worker) as pool:
-        yield from pool.imap(build_worker.process, tasks, chunksize=1)
+    tasks = iter(tasks)
+    window = TASKS_IN_FLIGHT_PER_WORKER * num_workers
+    in_flight: collections.deque = collections.deque()  # (task, future), in task order
+    pool = None
+    try:
+        while True:
+            if pool is None:
+                pool = _spawn_pool(num_workers)
+            while len(in_flight) < window:
+                task = next(tasks, None)
+                if task is None:
+                    break
+                in_flight.append((task, pool.submit(build_worker.process, task)))
+            if not in_flight:
+                return
+            task, future = in_flight[0]
+            try:
+                result = future.result()
+            except concurrent.futures.process.BrokenProcessPool:
+                pool.shutdown(wait=True, cancel_futures=True)
+                pool = None
+                in_flight = collections.deque(
+                    (t, f if f.done() and not f.cancelled() and f.exception() is None
+                     else _run_alone(t)) for t, f in in_flight)
+                continue
+            in_flight.popleft()
+            yield result
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def build(

@@ -30,6 +30,8 @@ from typing import Dict, List, Optional, Sequence
 ENV = "M2CNN_FAULTS"
 POINTS = {
     "build.record": "the builder wrote one record of a shard (all resolutions), not committed",
+    "build.decode": "a build worker process starts on a photograph (counted per worker "
+                    "process)",
     "build.shard": "the builder committed one shard (files renamed, summary saved)",
     "build.write": "the builder is about to write a file or a record",
     "checkpoint.written": "a rolling checkpoint's files are complete, not yet recorded as latest",
