@@ -18,6 +18,7 @@ Layout of a model directory (``--model_dir``)::
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import os
 import re
@@ -27,6 +28,7 @@ from typing import Dict, Optional, Tuple
 import keras
 import tensorflow as tf
 
+from m2cnn_tf import faults
 from m2cnn_tf import model as m2cnn
 
 CONFIG_JSON = "config.json"
@@ -73,10 +75,51 @@ def read_json(path: str) -> Dict:
 def write_json(path: str, value: Dict) -> None:
     """Writes atomically (a killed process leaves the old file or the new one, never half)."""
     tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(value, f, indent=1, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(value, f, indent=1, sort_keys=True)
+            f.write("\n")
+        os.replace(tmp, path)
+    except OSError:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint could not be written (a full disk, say); the message names it and the last
+    complete checkpoint, which is untouched."""
+
+
+def _files_of(prefix: str):
+    """The files of one checkpoint prefix (``.index``, ``.data-*``) and its ``_temp`` folder."""
+    return sorted(glob.glob(glob.escape(prefix) + ".*") + glob.glob(glob.escape(prefix) + "_temp*"))
+
+
+def _remove(paths) -> None:
+    for path in paths:
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        elif os.path.exists(path):
+            os.remove(path)
+
+
+def remove_incomplete(folder: str) -> list:
+    """Deletes checkpoint files newer than the newest recorded checkpoint of ``folder``.
+
+    A process killed while writing ``ckpt-N`` leaves its files (whole or cut short) without
+    recording them in ``checkpoint``; they are never restored, and the resumed run would write
+    ``ckpt-N`` again, but until then they look like a checkpoint. Returns what was deleted.
+    """
+    latest = tf.train.latest_checkpoint(folder)
+    newest = checkpoint_step(latest) if latest else -1
+    leftovers = []
+    for path in glob.glob(os.path.join(glob.escape(folder), f"{CHECKPOINT_NAME}-*")):
+        match = re.match(rf"{CHECKPOINT_NAME}-(\d+)(\.|_temp)", os.path.basename(path))
+        if match and int(match.group(1)) > newest:
+            leftovers.append(path)
+    _remove(leftovers)
+    return sorted(leftovers)
 
 
 def read_run_config(model_dir: str) -> Dict:
@@ -209,15 +252,50 @@ def load_trained_model(model_dir: str, checkpoint: str = BEST) -> Tuple[keras.Mo
     restore_model(model, path)
     step = checkpoint_step(path)
     validation = None
-    best_json = os.path.join(model_dir, BEST_DIR, BEST_JSON)
-    if checkpoint == BEST and os.path.isfile(best_json):
-        validation = read_json(best_json).get("metrics")
+    best_record = read_best_record(model_dir) if checkpoint == BEST else None
+    if best_record is not None and best_record.get("step") == step:
+        validation = best_record.get("metrics")
     else:
         from m2cnn_tf import summaries  # only here: summaries pulls in OpenCV
 
         evals = [r for r in summaries.read_metrics(model_dir, "eval") if r.get("step") == step]
         validation = evals[-1]["metrics"] if evals else None
     return model, {**info, "checkpoint": path, "step": step, "validation": validation}
+
+
+def read_best_record(model_dir: str, repair: bool = False) -> Optional[Dict]:
+    """best/best.json of a run — the best checkpoint's step and validation metrics — or None.
+
+    A process killed between saving a new best checkpoint and writing best.json leaves a
+    best.json of the previous best (or none); then the record is rebuilt from the evaluation of
+    the best checkpoint's step in metrics.jsonl, so that a later, worse evaluation is not taken
+    for an improvement and allowed to replace the best checkpoint.
+
+    Args:
+        model_dir: the run's folder.
+        repair: write the rebuilt record back to best/best.json.
+
+    Returns:
+        ``{"step", "checkpoint", "metrics"}`` or None.
+    """
+    path = os.path.join(model_dir, BEST_DIR, BEST_JSON)
+    record = read_json(path) if os.path.isfile(path) else None
+    checkpoint = best_checkpoint(model_dir)
+    if checkpoint is None:
+        return record
+    step = checkpoint_step(checkpoint)
+    if record is not None and record.get("step") == step:
+        return record
+    from m2cnn_tf import summaries  # only here: summaries pulls in OpenCV
+
+    evals = [r for r in summaries.read_metrics(model_dir, "eval") if r.get("step") == step]
+    if not evals:
+        return record
+    record = {"step": step, "checkpoint": os.path.basename(checkpoint),
+              "metrics": evals[-1]["metrics"]}
+    if repair:
+        write_json(path, record)
+    return record
 
 
 class CheckpointKeeper:
@@ -255,27 +333,57 @@ class CheckpointKeeper:
         if not self.chief:
             shutil.rmtree(self._root, ignore_errors=True)
 
+    def _save(self, manager, folder: str, step: int, written_point: Optional[str] = None) -> str:
+        """One save through ``manager``; a failed write removes what it wrote and raises
+        CheckpointWriteError, leaving the checkpoints recorded before it as they were."""
+        prefix = os.path.join(folder, f"{CHECKPOINT_NAME}-{step}")
+        # Runs once the files are complete, before the manager records them as the latest.
+        options = tf.train.CheckpointOptions(experimental_write_callbacks=[
+            lambda path: faults.point(written_point, _files_of(path))] if written_point else None)
+        try:
+            return manager.save(checkpoint_number=step, options=options)
+        except (OSError, tf.errors.OpError) as e:
+            if manager.latest_checkpoint != prefix:  # not recorded: never restorable
+                _remove(_files_of(prefix))
+            reason = getattr(e, "strerror", None) or getattr(e, "message", None) or str(e)
+            raise CheckpointWriteError(
+                f"writing checkpoint {prefix} failed: {reason}; the last complete checkpoint "
+                f"{manager.latest_checkpoint or '(none)'} is intact — free space and run the "
+                "same command again to resume from it") from None
+
     def save_checkpoint(self, step: int) -> str:
-        """Saves a rolling checkpoint numbered ``step``; returns its prefix (the chief's)."""
+        """Saves a rolling checkpoint numbered ``step``; returns its prefix (the chief's).
+
+        Raises:
+            CheckpointWriteError: the write failed; earlier checkpoints are untouched.
+        """
         self.step.assign(step)
-        path = self._rolling.save(checkpoint_number=step)
+        path = self._save(self._rolling, self._root, step, "checkpoint.written")
         self._scratch_done()
+        faults.point("checkpoint.saved")
         return path
 
     def save_best_checkpoint(self, step: int, metrics: Dict) -> str:
         """Replaces best/ with the checkpoint of ``step`` and writes best/best.json."""
         self.step.assign(step)
-        path = self._best.save(checkpoint_number=step)
+        path = self._save(self._best, os.path.join(self._root, BEST_DIR), step)
+        faults.point("checkpoint.best_written")
         if self.chief:
-            write_json(os.path.join(self.model_dir, BEST_DIR, BEST_JSON),
-                       {"step": step, "checkpoint": os.path.basename(path), "metrics": metrics})
+            try:
+                write_json(os.path.join(self.model_dir, BEST_DIR, BEST_JSON),
+                           {"step": step, "checkpoint": os.path.basename(path),
+                            "metrics": metrics})
+            except OSError as e:
+                raise CheckpointWriteError(
+                    f"writing {os.path.join(self.model_dir, BEST_DIR, BEST_JSON)} failed: "
+                    f"{e.strerror or e}; the best checkpoint {path} itself is complete") from None
         self._scratch_done()
         return path
 
     def best_record(self) -> Optional[Dict]:
-        """best/best.json of this run, or None before the first evaluation."""
-        path = os.path.join(self.model_dir, BEST_DIR, BEST_JSON)
-        return read_json(path) if os.path.isfile(path) else None
+        """best/best.json of this run, or None before the first evaluation (see
+        ``read_best_record``)."""
+        return read_best_record(self.model_dir, repair=self.chief)
 
     def restore_latest(self) -> Optional[int]:
         """Restores the newest rolling checkpoint of the chief's folder, checking that it covered

@@ -551,8 +551,9 @@ def train_and_evaluate(train_config: config.TrainConfig, quiet: bool = False) ->
         metrics (None if none ran) and best/best.json.
 
     Raises:
-        TrainingError: bad flags, data or ``--init`` (before any work), or a model directory
-            holding another run.
+        TrainingError: bad flags, data or ``--init`` (before any work), a model directory
+            holding another run, or a checkpoint that could not be written (a full disk; the
+            message names it and the last complete checkpoint).
         NonFiniteLossError: the loss became NaN/inf; the message names the step.
         locking.LockedError: another process is training in the same model directory.
     """
@@ -576,7 +577,11 @@ def train_and_evaluate(train_config: config.TrainConfig, quiet: bool = False) ->
         if lock.stale_cleared:
             log(f"note: cleared a stale lock left by pid {lock.stale_cleared.get('pid')}")
         with distribution.precision_policy(c.mixed_precision):
-            return _train_locked(c, data, init, model_dir, strategy, chief, task_id, log, quiet)
+            try:
+                return _train_locked(c, data, init, model_dir, strategy, chief, task_id, log,
+                                     quiet)
+            except checkpoints.CheckpointWriteError as e:
+                raise TrainingError(str(e)) from None
 
 
 @dataclasses.dataclass
@@ -622,6 +627,10 @@ def _build_state(c, data, init, model_dir, strategy, chief, task_id, log) -> _Ru
     current = run_config(c, model_dir, data, init, strategy)
     config_path = os.path.join(model_dir, checkpoints.CONFIG_JSON)
     report_path = os.path.join(model_dir, checkpoints.INIT_REPORT_JSON)
+    if chief:  # files of a checkpoint whose write was killed are never restored: drop them
+        for folder in (model_dir, os.path.join(model_dir, checkpoints.BEST_DIR)):
+            for path in checkpoints.remove_incomplete(folder):
+                log(f"note: removed {path}, left by a checkpoint write that did not finish")
     resuming = distribution.all_workers(
         strategy, checkpoints.latest_checkpoint(model_dir) is not None)
     if resuming:
