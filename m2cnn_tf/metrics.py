@@ -81,6 +81,11 @@ def quadratic_weighted_kappa(confusion) -> float:
 
     Returns:
         κ in [−1, 1]; 0.0 when it is undefined (no examples, or both raters constant and equal).
+        A split of one grade (every true grade the same, as in a small validation split) gives
+        0.0 whatever the predictions: the expected disagreement then equals the observed one
+        (each is Σ_j w_gj · predicted_j for the one grade g), so κ = 1 − 1; and when the
+        predictions are that grade too, both are 0 and 0.0 is returned instead of 0/0
+        (scikit-learn's cohen_kappa_score returns NaN there). Never a division by zero.
     """
     observed = np.asarray(confusion, dtype=np.float64)
     total = observed.sum()
