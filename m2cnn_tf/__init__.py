@@ -19,6 +19,7 @@ Modules, one responsibility each:
   thresholds   score → grade cuts fitted for kappa
   graph_preprocess  the TF-graph twin of fundus preprocessing, for serving
   serving, predictor, evaluation  export (export.py), prediction and evaluation reports
+  explain      Grad-CAM at the last feature map, in the export too (explain.py)
   fusion       two-eye fusion: a patient-level head on frozen features (fuse.py, grade_patient)
   tta          test-time augmentation: the disc's 90° rotations and mirror, outputs averaged
   stats        bootstrap intervals over patients, referable-DR ROC/AUC, calibration

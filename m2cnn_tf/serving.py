@@ -17,6 +17,8 @@ by the exported thresholds), ``grade_from_probabilities`` [None] int32 and ``fun
 [None] bool. A photograph in which no fundus is found is not an error (one bad photograph must
 not fail a batch): its ``fundus_found`` is False, both grades are −1 and ``score`` and
 ``probabilities`` are NaN.
+  explain_normalized(images: uint8 [None, r, r, 3]) — Grad-CAM maps of normalised images
+(``explain.OUTPUTS``; ``python explain.py``).
   grade_patient(left_image_bytes, right_image_bytes: string [None]) — only when the run has a
 two-eye fusion head (``fuse.py``): both photographs of B patients, each eye graded knowing the
 other (``fusion.PATIENT_OUTPUTS``: ``left_*`` / ``right_*`` as above plus ``*_fused``); an eye
@@ -40,6 +42,7 @@ from m2cnn_tf.config import NUM_GRADES, PREPROCESS
 
 SERVING_SIGNATURE = "serving_default"
 NORMALIZED_SIGNATURE = "predict_normalized"
+EXPLAIN_SIGNATURE = "explain_normalized"  # Grad-CAM maps (m2cnn_tf.explain) of normalised images
 # Both eyes of B patients through the two-eye fusion head (m2cnn_tf.fusion), when the run has one.
 PATIENT_SIGNATURE = "grade_patient"
 PATIENT_INPUTS = ("left_image_bytes", "right_image_bytes")
@@ -79,6 +82,26 @@ def model_outputs(model: keras.Model, images: tf.Tensor, cuts: tf.Tensor,
         "grade_from_probabilities": tf.where(found, from_probabilities, NOT_GRADED),
         "fundus_found": found,
     }
+
+
+def add_explain_endpoint(archive: keras.export.ExportArchive, model: keras.Model,
+                         resolution: int, cuts: tf.Tensor) -> None:
+    """Adds ``explain_normalized(images: uint8 [None, r, r, 3])``: Grad-CAM in the graph.
+
+    A SavedModel has no Keras graph left to differentiate, so the gradients are taken here, at
+    export time: the outputs are ``explain.OUTPUTS`` (the maps ``cam_score``, ``cam_class``,
+    ``pixels_score``, ``pixels_class`` [None, r, r] in 0–1, ``predicted_class``,
+    ``probabilities``, ``score``, ``grade``).
+    """
+    from m2cnn_tf import explain  # imported here: explain imports this module
+
+    gradcam = explain.GradCam(model)
+
+    def explain_normalized(images):
+        return gradcam(images, cuts)
+
+    archive.add_endpoint(EXPLAIN_SIGNATURE, explain_normalized, input_signature=[
+        tf.TensorSpec([None, resolution, resolution, 3], tf.uint8, name=NORMALIZED_INPUT)])
 
 
 def add_patient_endpoint(archive: keras.export.ExportArchive, model: keras.Model,
@@ -127,6 +150,7 @@ def build_archive(model: keras.Model, resolution: int, cuts: Sequence[float],
         tf.TensorSpec([None, resolution, resolution, 3], tf.uint8, name=NORMALIZED_INPUT)])
     archive.add_endpoint(SERVING_SIGNATURE, serve_bytes, input_signature=[
         tf.TensorSpec([None], tf.string, name=BYTES_INPUT)])
+    add_explain_endpoint(archive, model, resolution, cuts_tensor)
     if fusion_head is not None:
         add_patient_endpoint(archive, model, resolution, cuts_tensor, fusion_head)
     return archive
@@ -204,7 +228,8 @@ def export_saved_model(model_dir: str, export_dir: str, version: Optional[int] =
         "checkpoint": os.path.basename(info["checkpoint"]),
         "step": info["step"],
         "package_version": __version__,
-        "signatures": {SERVING_SIGNATURE: BYTES_INPUT, NORMALIZED_SIGNATURE: NORMALIZED_INPUT},
+        "signatures": {SERVING_SIGNATURE: BYTES_INPUT, NORMALIZED_SIGNATURE: NORMALIZED_INPUT,
+                       EXPLAIN_SIGNATURE: NORMALIZED_INPUT},
         "outputs": list(OUTPUTS),
         "no_fundus": "fundus_found False, grades -1, score and probabilities NaN",
     }

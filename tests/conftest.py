@@ -31,3 +31,39 @@ def eyepacs_1024() -> pathlib.Path:
 @pytest.fixture(scope="session")
 def eyepacs_fullres() -> pathlib.Path:
     return _require(EYEPACS_FULLRES)
+
+
+# The tiny variant trained on synthetic photographs as demo.py trains it, shrunk to fit CI:
+# photographs 640 px wide (the lesion detail survives at 224) and 120 steps of 8.
+SYNTHETIC_RUN = {"num_images": 200, "width": 640, "resolution": 224, "variant": "tiny",
+                 "batch_size": 8, "train_steps": 120, "seed": 0}
+
+
+@pytest.fixture(scope="session")
+def synthetic_trained_run(tmp_path_factory) -> dict:
+    """A training run on synthetic photographs: {data_dir, model_dir, resolution, …}.
+
+    Built once per session and shared: the settings are ``SYNTHETIC_RUN`` (also returned).
+    The photographs' seeds are 0 … num_images − 1 (``sources.synthetic_inputs``), so tests that
+    draw photographs of their own should use others.
+    """
+    import dataclasses
+
+    from m2cnn_tf import builder, sources, training
+    from m2cnn_tf.config import TRAIN
+
+    s = SYNTHETIC_RUN
+    root = tmp_path_factory.mktemp("synthetic_run")
+    inputs, skipped = sources.synthetic_inputs(s["num_images"], s["seed"], s["width"])
+    data_dir = str(root / "data")
+    builder.build(inputs, skipped, data_dir, builder.BuildSettings(
+        resolutions=(s["resolution"],), seed=s["seed"], val_fraction=0.2),
+        {"kind": "synthetic", "num_images": s["num_images"], "synthetic_width": s["width"]},
+        quiet=True)
+    model_dir = str(root / "run")
+    steps = s["train_steps"]
+    training.train_and_evaluate(dataclasses.replace(
+        TRAIN, resolution=s["resolution"], variant=s["variant"], init="none", data_dir=data_dir,
+        model_dir=model_dir, batch_size=s["batch_size"], train_steps=steps,
+        eval_every_steps=steps, checkpoint_every_steps=steps, seed=s["seed"]), quiet=True)
+    return {**s, "data_dir": data_dir, "model_dir": model_dir}
