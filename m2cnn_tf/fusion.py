@@ -186,8 +186,13 @@ def extract_features(model: keras.Model, data_dir: str, split: str, resolution: 
       "logits" (N, 5), "score" (N,)}``.
     """
     features_model = feature_model(model)
-    extractor = tf.function(lambda images: features_model(images, training=False),
-                            reduce_retracing=True)
+
+    # autograph=False: plain TF code, and autograph would re-read this file's source when it
+    # traces (a file edited under a running process then traces the wrong lines).
+    @tf.function(reduce_retracing=True, autograph=False)
+    def extractor(images):
+        return features_model(images, training=False)
+
     columns = collections.defaultdict(list)
     dataset = input_pipeline.make_dataset(data_dir, split, resolution, batch_size, training=False)
     for batch in dataset:
@@ -342,14 +347,14 @@ def train_head(train: Dict[str, np.ndarray], validation: Dict[str, np.ndarray],
     optimizer = keras.optimizers.Adam(config.learning_rate)
     variables = head.trainable_variables
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(reduce_retracing=True, autograph=False)
     def step(inputs, grades):
         with tf.GradientTape() as tape:
             loss = _loss(grades, head(inputs, training=True)) + tf.add_n(head.losses)
         optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
         return loss
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(reduce_retracing=True, autograph=False)
     def validation_loss(inputs, grades):
         return _loss(grades, head(inputs, training=False))
 
