@@ -18,7 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
-from m2cnn_tf import builder, fusion, sources  # noqa: E402
+from m2cnn_tf import builder, fusion, sources, thresholds  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "The training run (its --model_dir) whose frozen features the "
@@ -72,6 +72,10 @@ def main(argv):
     print(f"fusion head for {FLAGS.model} ({record['checkpoint']}), thresholds fitted on "
           f"{record['thresholds_fitted_on']}; saved to {fusion.fusion_dir(FLAGS.model)}")
     print(fusion.format_kappas(record))
+    if thresholds.load_thresholds(FLAGS.model)[1] == "rounding":
+        print("note: the per-eye grades use rounding while the fused thresholds were fitted on "
+              f"{FLAGS.validation_split}, which favours the fused kappa; fit the run's own first "
+              f"(evaluate.py --model={FLAGS.model} --fit_thresholds) and run fuse.py again")
     return 0
 
 
