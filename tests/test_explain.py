@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import REPO_ROOT
-from m2cnn_tf import explain, fundus, serving, synthetic
+from m2cnn_tf import explain, fundus, serving, synthetic, thresholds
 from m2cnn_tf import model as m2cnn
 
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
@@ -21,6 +21,10 @@ LESION_PHOTOGRAPHS = 60  # of grades 2, 3 and 4 in turn; the acceptance asks ≥
 LESION_GRADES = (2, 3, 4)
 PHOTO_SEED = 50_000  # far above the training photographs' seeds (0 … num_images − 1)
 MIN_LESION_RATIO = 3.0  # share of the map on lesion pixels ÷ lesion area fraction, at least
+# Gradient × input favours high-contrast pixels, lesions among them, even in an untrained
+# network; the trained one must beat an untrained one (seeded) by this factor.
+LEARNING_MARGIN = 1.5
+UNTRAINED_SEED = 0
 BATCH = 10
 MAP_TOLERANCE = 1e-3  # maps are 0–1; float32 round-off between the graph and eager Keras
 
@@ -104,24 +108,50 @@ def _best_cell_ceiling(lesions, retinas, cells):
     return float(np.mean(share / fraction))
 
 
-def test_gradcam_points_at_lesions(synthetic_trained_run, lesion_photographs):
+class _Untrained:
+    """An untrained network of the run's variant, seeded, as an explainer (the control)."""
+
+    def __init__(self, run):
+        import keras
+
+        keras.utils.set_random_seed(UNTRAINED_SEED)
+        self.gradcam = explain.GradCam(m2cnn.build_m2cnn(run["resolution"], run["variant"]))
+        self.cuts = tf.constant(thresholds.ROUNDING, tf.float32)
+
+    def explain_normalized(self, images):
+        return {k: v.numpy() for k, v in self.gradcam(tf.constant(images), self.cuts).items()}
+
+
+def _ratios(explainer, lesion_photographs):
+    """{map: (mean of per-photograph ratios, ratio of the means)} and the mean lesion fraction."""
     images, lesions, retinas = lesion_photographs
-    explainer = explain.open_explainer(synthetic_trained_run["model_dir"])
     outputs = _explain(explainer, images)
-    cells = explainer.gradcam.trunk.output.shape[1]
     ratios = {}
     for key in explain.MAPS:
         share, fraction = _lesion_ratios(outputs[key], lesions, retinas)
         assert np.all(fraction > 0), "a photograph of grade ≥ 2 without lesion pixels"
         ratios[key] = (float(np.mean(share / fraction)), float(share.mean() / fraction.mean()))
+    return ratios, float(fraction.mean())
+
+
+def test_gradcam_points_at_lesions(synthetic_trained_run, lesion_photographs):
+    images, lesions, retinas = lesion_photographs
+    explainer = explain.open_explainer(synthetic_trained_run["model_dir"])
+    trained, fraction = _ratios(explainer, lesion_photographs)
+    untrained, _ = _ratios(_Untrained(synthetic_trained_run), lesion_photographs)
+    cells = explainer.gradcam.trunk.output.shape[1]
     print(f"\n{len(images)} synthetic photographs of grades {LESION_GRADES}, lesion area "
-          f"{100 * fraction.mean():.1f} % of the retina on average; share of each map on lesion "
-          "pixels ÷ lesion area fraction (mean of per-photograph ratios; ratio of the means):")
-    for key, (mean_ratio, ratio_of_means) in ratios.items():
-        print(f"  {key:<14} {mean_ratio:5.2f}  {ratio_of_means:5.2f}")
+          f"{100 * fraction:.1f} % of the retina on average; share of each map on lesion pixels "
+          "÷ lesion area fraction (mean of per-photograph ratios; ratio of the means):\n"
+          f"  {'map':<14}{'trained':>16}{'untrained':>16}")
+    for key in explain.MAPS:
+        print(f"  {key:<14}{trained[key][0]:8.2f}{trained[key][1]:8.2f}"
+              f"{untrained[key][0]:8.2f}{untrained[key][1]:8.2f}")
     print(f"  ceiling of any {cells}×{cells} Grad-CAM (all weight on the cell densest in "
           f"lesions): {_best_cell_ceiling(lesions, retinas, cells):.2f}")
-    assert ratios["pixels_score"][0] >= MIN_LESION_RATIO, ratios
+    assert trained["pixels_score"][0] >= MIN_LESION_RATIO, trained
+    assert trained["pixels_score"][0] >= LEARNING_MARGIN * untrained["pixels_score"][0], \
+        (trained, untrained)
 
 
 def test_export_gives_the_maps_of_its_training_run(synthetic_trained_run, exported,
@@ -157,7 +187,7 @@ def test_last_feature_map_at_every_resolution(resolution, block):
         m2cnn.feature_map_sizes(model)["after_multicell"]
     image = np.random.default_rng(resolution).integers(0, 256, (1, resolution, resolution, 3))
     image = tf.constant(image, tf.float32)
-    outputs = gradcam(image, tf.constant([0.5, 1.5, 2.5, 3.5]))
+    outputs = gradcam(image, tf.constant(thresholds.ROUNDING, tf.float32))
     for key in explain.MAPS:
         assert outputs[key].shape == (1, resolution, resolution)
         assert 0.0 <= float(tf.reduce_min(outputs[key])) <= float(tf.reduce_max(outputs[key])) <= 1
