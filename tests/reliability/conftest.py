@@ -11,6 +11,7 @@ import dataclasses
 import os
 import pathlib
 import re
+import shutil
 import sys
 import time
 
@@ -140,7 +141,8 @@ def tiny_config(data, model_dir, **overrides):
 
     settings = dict(variant="tiny", resolution=224, init="none", data_dir=data,
                     model_dir=str(model_dir), batch_size=2, train_steps=1, eval_every_steps=1000,
-                    checkpoint_every_steps=1000, log_every_steps=1, augment=False)
+                    checkpoint_every_steps=1000, log_every_steps=1, augment=False,
+                    keep_checkpoints=2)  # a tiny run's checkpoint is still ~100 MB
     settings.update(overrides)
     return dataclasses.replace(config.TRAIN, **settings)
 
@@ -152,7 +154,8 @@ def train_command(cfg):
             f"--batch_size={cfg.batch_size}", f"--train_steps={cfg.train_steps}",
             f"--eval_every_steps={cfg.eval_every_steps}",
             f"--checkpoint_every_steps={cfg.checkpoint_every_steps}",
-            f"--log_every_steps={cfg.log_every_steps}", "--noaugment", "--quiet"]
+            f"--log_every_steps={cfg.log_every_steps}",
+            f"--keep_checkpoints={cfg.keep_checkpoints}", "--noaugment", "--quiet"]
 
 
 @pytest.fixture(scope="session")
@@ -165,4 +168,15 @@ def exported(data_dir, tmp_path_factory):
     model_dir = str(root / "run")
     training.train_and_evaluate(tiny_config(data_dir, model_dir, train_steps=0), quiet=True)
     version = serving.export_saved_model(model_dir, str(root / "export"), checkpoint="latest")
-    return {"model_dir": model_dir, "export_dir": str(root / "export"), "version": version}
+    yield {"model_dir": model_dir, "export_dir": str(root / "export"), "version": version}
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _free_disk(request):
+    """Deletes a passed test's tmp_path: checkpoints make each training test's folder
+    hundreds of MB, and pytest keeps the last three runs' folders."""
+    path = request.getfixturevalue("tmp_path") if "tmp_path" in request.fixturenames else None
+    yield
+    if path is not None and _outcomes.get(request.node.nodeid) == "passed":
+        shutil.rmtree(path, ignore_errors=True)
