@@ -1,7 +1,7 @@
 """Hostile photographs, drawn here so that no file needs to be downloaded or committed.
 
 Each maker returns the bytes of one file; ``HOSTILE_FILES`` names them with the file name the
-suite writes them under and the outcome every component must give (``EXPECTED``).
+suite writes them under, the outcome every component must give and a text its message holds.
 """
 
 import struct
