@@ -13,8 +13,10 @@ contrast jitter around γ. OpenCV's warp is about 3× faster than TF's projectiv
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import os
+import threading
 from typing import Dict, Optional
 
 import cv2
@@ -38,6 +40,12 @@ class AugmentConfig:
 
 
 AUGMENT = AugmentConfig()
+# glibc's malloc hands megabyte blocks back to the kernel as soon as they are freed (and moves its
+# mmap threshold about as it goes), so an augmenting pipeline that frees a few decoded images per
+# example page-faults its memory in again and again: measured at 720 px, 2–12 ms of kernel time
+# per image, more than the warp. Keeping freed blocks in the heap removes it (see BENCHMARKS.md).
+MALLOC_MMAP_THRESHOLD = 32 * 2**20  # bytes; blocks below this come from the heap (glibc's max)
+MALLOC_TRIM_THRESHOLD = 64 * 2**20  # bytes of free heap kept before any is returned
 SHUFFLE_BUFFER = 2048  # encoded records (≈ 100–200 KB each at 720 px)
 CYCLE_LENGTH = 8  # shards read at once
 
@@ -65,16 +73,47 @@ def augment_image(image: np.ndarray, seed: int, config: AugmentConfig = AUGMENT)
     if flip:  # mirror x about the centre, after the rotation
         matrix[0] = -matrix[0]
         matrix[0, 2] += size - 1
-    fill = (config.fill,) * 4
+    padded, warped = _scratch(size)
     # OpenCV's bilinear warp is about twice as fast on four interleaved channels as on three
-    # (its SIMD path); the padding channel costs two cheap copies and changes no pixel.
-    padded = cv2.cvtColor(image, cv2.COLOR_RGB2RGBA)
-    warped = cv2.warpAffine(padded, matrix, (size, size), flags=cv2.INTER_LINEAR,
-                            borderMode=cv2.BORDER_CONSTANT, borderValue=fill)
-    warped = cv2.cvtColor(warped, cv2.COLOR_RGBA2RGB)
+    # (its SIMD path); the padding channel changes no pixel. The two 4-channel images are
+    # per-thread buffers reused from call to call: fresh megabyte arrays on every call cost
+    # more in page faults than the warp itself.
+    cv2.cvtColor(image, cv2.COLOR_RGB2RGBA, dst=padded)
+    cv2.warpAffine(padded, matrix, (size, size), dst=warped, flags=cv2.INTER_LINEAR,
+                   borderMode=cv2.BORDER_CONSTANT, borderValue=(config.fill,) * 4)
     # (x − γ)·c + γ + b  ==  c·x + ((1 − c)·γ + b), saturated to 0–255
-    return cv2.convertScaleAbs(warped, alpha=contrast,
-                               beta=(1.0 - contrast) * config.fill + brightness)
+    cv2.convertScaleAbs(warped, dst=warped, alpha=contrast,
+                        beta=(1.0 - contrast) * config.fill + brightness)
+    return cv2.cvtColor(warped, cv2.COLOR_RGBA2RGB)  # a new array: TensorFlow may keep it
+
+
+_scratch_buffers = threading.local()
+
+
+def _scratch(size: int):
+    """Two (size, size, 4) uint8 buffers belonging to the calling thread."""
+    buffers = getattr(_scratch_buffers, "by_size", None)
+    if buffers is None:
+        buffers = _scratch_buffers.by_size = {}
+    if size not in buffers:
+        buffers[size] = (np.empty((size, size, 4), np.uint8), np.empty((size, size, 4), np.uint8))
+    return buffers[size]
+
+
+def keep_freed_memory() -> bool:
+    """Tells glibc's malloc to keep freed blocks for reuse (``MALLOC_*_THRESHOLD``).
+
+    Process-wide and harmless: freed memory stays mapped for the next image instead of being
+    returned and faulted in again. Returns False where it does not apply (not glibc).
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    return bool(mallopt(m_mmap_threshold, MALLOC_MMAP_THRESHOLD)
+                and mallopt(m_trim_threshold, MALLOC_TRIM_THRESHOLD))
 
 
 def _shard_paths(data_dir: str, split: str, resolution: int) -> list:
@@ -193,6 +232,7 @@ def make_dataset(
         dataset = tf.data.Dataset.sample_from_datasets(
             streams, weights=[1.0 / len(present)] * len(present), seed=seed)
     if augment:
+        keep_freed_memory()
         seeds = tf.data.Dataset.random(seed=seed)
         dataset = tf.data.Dataset.zip((dataset, seeds)).map(
             lambda e, s: preprocess_for_train(e, s, resolution, augment_config),
