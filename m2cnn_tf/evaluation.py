@@ -260,6 +260,13 @@ def uncertainty_summary(predictions: Predictions, cuts: Sequence[float]) -> Opti
             "score_std_mean_wrong_grade": mean(std[~right])}
 
 
+def _interval_text(interval: Optional[Dict]) -> str:
+    """" (95% CI low–high)" for an ``Interval.to_dict()``, "" for none."""
+    if not interval:
+        return ""
+    return f" ({interval['confidence']:.0%} CI {interval['low']:.4f}–{interval['high']:.4f})"
+
+
 def format_report(report: Dict) -> str:
     """A few lines for the terminal."""
     def pct(value):
@@ -269,18 +276,14 @@ def format_report(report: Dict) -> str:
              + "/".join(map(str, report["grade_counts"]))]
     for how, label in (("score", "from the score"), ("probabilities", "from probabilities")):
         r = report[how]
-        interval = r.get("kappa_interval")
-        ci = (f" ({interval['confidence']:.0%} CI {interval['low']:.4f}–{interval['high']:.4f})"
-              if interval else "")
+        ci = _interval_text(r.get("kappa_interval"))
         lines.append(f"  {label:<20} kappa {r['kappa']:.4f}{ci}  accuracy {pct(r['accuracy'])}  "
                      f"referable sens {pct(r['referable_sensitivity'])} / spec "
                      f"{pct(r['referable_specificity'])}  recall per grade "
                      + " ".join(pct(x) for x in r["recall_per_grade"]))
     referable = report.get("referable")
     if referable and referable.get("auc") is not None:
-        interval = referable.get("auc_interval")
-        ci = (f" ({interval['confidence']:.0%} CI {interval['low']:.4f}–{interval['high']:.4f})"
-              if interval else "")
+        ci = _interval_text(referable.get("auc_interval"))
         lines.append(f"  referable DR (grade >= 2): ROC AUC of the score {referable['auc']:.4f}"
                      f"{ci}; at the fitted cut {referable['threshold']:.3f} sensitivity "
                      f"{pct(referable['sensitivity'])}, specificity "

@@ -263,16 +263,9 @@ def open_explainer(path: str, checkpoint: str = checkpoints.BEST) -> Explainer:
         FileNotFoundError: ``path`` is neither (naming what it holds, or that it is absent).
         ExplainError: an export written before the explain signature existed.
     """
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"--model={path} does not exist")
-    if serving.is_export(path):
+    if predictors.model_kind(path) == predictors.EXPORT:
         return ExportExplainer(path)
-    if os.path.isfile(os.path.join(path, checkpoints.CONFIG_JSON)):
-        return ModelDirExplainer(path, checkpoint)
-    contents = ", ".join(sorted(os.listdir(path))[:10]) if os.path.isdir(path) else "a file"
-    raise FileNotFoundError(f"--model={path} is neither an export (saved_model.pb or integer "
-                            f"version folders) nor a training run (config.json); it holds: "
-                            f"{contents}")
+    return ModelDirExplainer(path, checkpoint)
 
 
 # --------------------------------------------------------------------------------------------

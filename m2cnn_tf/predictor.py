@@ -242,16 +242,32 @@ class ModelDirPredictor(Predictor):
             yield NormalizedChunk(list(chunk), ok, stacked, np.ones(len(ok), bool), errors)
 
 
-def open_predictor(path: str, checkpoint: str = checkpoints.BEST) -> Predictor:
-    """An export (a version folder or a base path) or a training run's folder."""
+EXPORT, TRAINING_RUN = "export", "training run"
+
+
+def model_kind(path: str) -> str:
+    """``EXPORT`` or ``TRAINING_RUN`` for a ``--model`` path.
+
+    Raises:
+        FileNotFoundError: ``path`` is neither, naming what it holds (or that it is absent).
+    """
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"--model={path} does not exist")
     if serving.is_export(path):
-        return ExportPredictor(path)
+        return EXPORT
     if os.path.isfile(os.path.join(path, checkpoints.CONFIG_JSON)):
-        return ModelDirPredictor(path, checkpoint)
-    contents = ", ".join(sorted(os.listdir(path))[:10]) if os.path.isdir(path) else "no such folder"
+        return TRAINING_RUN
+    contents = ", ".join(sorted(os.listdir(path))[:10]) if os.path.isdir(path) else "a file"
     raise FileNotFoundError(f"--model={path} is neither an export (saved_model.pb or integer "
                             f"version folders) nor a training run (config.json); it holds: "
                             f"{contents}")
+
+
+def open_predictor(path: str, checkpoint: str = checkpoints.BEST) -> Predictor:
+    """An export (a version folder or a base path) or a training run's folder."""
+    if model_kind(path) == EXPORT:
+        return ExportPredictor(path)
+    return ModelDirPredictor(path, checkpoint)
 
 
 def list_images(spec: str) -> List[str]:

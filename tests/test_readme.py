@@ -26,6 +26,8 @@ import pytest
 from conftest import REPO_ROOT, read_labels
 
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+SCRIPTS = ("build_tfrecords.py", "train.py", "evaluate.py", "fuse.py", "export.py", "predict.py",
+           "explain.py")
 TRAINING_FOR_CPU = ["--variant=tiny", "--batch_size=4", "--train_steps=2",
                     "--eval_every_steps=2", "--quiet"]
 
@@ -107,12 +109,11 @@ def _weights_file(path):
 
 def test_the_eyepacs_recipe_runs_as_printed(kaggle, tmp_path, eyepacs_1024):
     commands, _ = readme_commands()
-    recipe = [c for c in commands if c.startswith(("python build_tfrecords.py", "python train.py",
-                                                   "python evaluate.py", "python export.py",
-                                                   "python predict.py"))]
+    recipe = [c for c in commands if c.startswith(tuple(f"python {s}" for s in SCRIPTS))]
     kinds = [c.split()[1] for c in recipe]
     assert kinds == ["build_tfrecords.py", "train.py", "train.py", "train.py", "evaluate.py",
-                     "evaluate.py", "export.py", "predict.py"], kinds
+                     "fuse.py", "evaluate.py", "export.py", "predict.py", "evaluate.py",
+                     "predict.py", "explain.py"], kinds
     work = tmp_path / "work"
     work.mkdir()
     for name in ("train", "test", "trainLabels.csv", "retinopathy_solution.csv"):
@@ -128,7 +129,7 @@ def test_the_eyepacs_recipe_runs_as_printed(kaggle, tmp_path, eyepacs_1024):
         if argv[0] == "train.py":
             argv = [a.replace("--init=imagenet", f"--init={weights}") for a in argv]
             argv += TRAINING_FOR_CPU
-        if argv[0] in ("build_tfrecords.py", "evaluate.py", "predict.py"):
+        if argv[0] in ("build_tfrecords.py", "evaluate.py", "predict.py", "explain.py"):
             argv.append("--quiet")
         argv[0] = str(REPO_ROOT / argv[0])
         _run(argv, cwd=work)
@@ -139,6 +140,15 @@ def test_the_eyepacs_recipe_runs_as_printed(kaggle, tmp_path, eyepacs_1024):
     assert (work / "runs" / "m2cnn_720" / "evaluation_test" / "report.json").is_file()
     with open(work / "predictions.csv") as f:
         assert len(list(csv.DictReader(f))) == 3
+    # the closer look: fusion in the test report, TTA's uncertainty column, Grad-CAM PNGs
+    test_report = json.loads((work / "runs" / "m2cnn_720" / "evaluation_test" / "report.json")
+                             .read_text())
+    assert "fusion" in test_report, sorted(test_report)
+    assert (work / "evaluation_tta" / "report.md").is_file()
+    with open(work / "predictions_tta.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3 and all(r["score_std"] for r in rows)
+    assert len(list((work / "explanations").glob("*.png"))) >= 3
     _check_docker_and_curl(commands, work, kaggle)
 
 
@@ -158,7 +168,9 @@ def _check_docker_and_curl(commands, work, kaggle):
     body = json.loads(template.replace("$(base64 -w0 photo.jpeg)",
                                        base64.b64encode(photo).decode()))
     batch = [base64.b64decode(i["image_bytes"]["b64"]) for i in body["instances"]]
-    signature = tf.saved_model.load(str(base / "1")).signatures[body["signature_name"]]
+    loaded = tf.saved_model.load(str(base / "1"))
+    assert {"grade_patient", "explain_normalized"} <= set(loaded.signatures), list(loaded.signatures)
+    signature = loaded.signatures[body["signature_name"]]
     outputs = signature(image_bytes=tf.constant(batch))
     assert bool(outputs["fundus_found"][0]) and 0 <= int(outputs["grade"][0]) <= 4
 
