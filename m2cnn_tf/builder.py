@@ -285,22 +285,22 @@ def _run_tasks(tasks: Iterator[build_worker.Task], num_workers: int):
         while True:
             if pool is None:
                 pool = _spawn_pool(num_workers)
-            while len(in_flight) < window:
-                task = next(tasks, None)
-                if task is None:
-                    break
-                in_flight.append((task, pool.submit(build_worker.process, task)))
-            if not in_flight:
-                return
-            task, future = in_flight[0]
             try:
-                result = future.result()
+                while len(in_flight) < window:
+                    task = next(tasks, None)
+                    if task is None:
+                        break
+                    in_flight.append((task, None))  # kept even if submitting finds it broken
+                    in_flight[-1] = (task, pool.submit(build_worker.process, task))
+                if not in_flight:
+                    return
+                result = in_flight[0][1].result()
             except concurrent.futures.process.BrokenProcessPool:
                 pool.shutdown(wait=True, cancel_futures=True)
                 pool = None
                 in_flight = collections.deque(
-                    (t, f if f.done() and not f.cancelled() and f.exception() is None
-                     else _run_alone(t)) for t, f in in_flight)
+                    (t, f if f is not None and f.done() and not f.cancelled()
+                     and f.exception() is None else _run_alone(t)) for t, f in in_flight)
                 continue
             in_flight.popleft()
             yield result

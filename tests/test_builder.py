@@ -331,31 +331,3 @@ def test_folders_source(tmp_path, eyepacs_1024):
     assert len(inputs) == 10 and all(labels[r.image_id] == r.grade for r in inputs)
     assert len(skipped) == 1 and "not a grade" in skipped[0].reason
 
-
-SYNTHETIC_BUILD = ["--source=synthetic", "--num_images=8", "--synthetic_width=320",
-                   "--resolutions=224", "--examples_per_shard=4", "--num_workers=2", "--quiet"]
-
-
-def test_a_dying_worker_process_neither_hangs_nor_changes_the_build(tmp_path):
-    """Every worker process is SIGKILLed on its second photograph (M2CNN_FAULTS, a count, not a
-    moment): the pool breaks, the photographs in flight are re-run alone, and the build ends
-    byte-identical to an undisturbed one."""
-    _run(SYNTHETIC_BUILD + [f"--output_dir={tmp_path / 'calm'}"])
-    result = subprocess.run(BUILD + SYNTHETIC_BUILD + [f"--output_dir={tmp_path / 'killed'}"],
-                            capture_output=True, text=True, timeout=600,
-                            env=dict(ENV, M2CNN_FAULTS="build.decode:2:kill"))
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert _all_files(tmp_path / "killed") == _all_files(tmp_path / "calm")
-
-
-def test_a_photograph_that_kills_every_worker_is_an_error_not_a_hang(tmp_path):
-    """Each process dies on its first photograph, so every photograph kills its retry too: each
-    is reported as such, and the build fails with the error-fraction message, in bounded time."""
-    result = subprocess.run(BUILD + SYNTHETIC_BUILD + [f"--output_dir={tmp_path / 'out'}"],
-                            capture_output=True, text=True, timeout=600,
-                            env=dict(ENV, M2CNN_FAULTS="build.decode:1:kill"))
-    assert result.returncode != 0
-    assert "max_error_fraction" in result.stderr, result.stderr[-3000:]
-    with open(tmp_path / "out" / builder.ERRORS, newline="") as f:
-        reasons = [row["reason"] for row in csv.DictReader(f)]
-    assert len(reasons) >= 4 and all(r == builder.WORKER_DIED for r in reasons), reasons

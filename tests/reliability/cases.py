@@ -80,6 +80,16 @@ CASES.update({
     "interrupt.build.enospc": ("builder", "OSError(ENOSPC) at the n-th write (3 different n, "
                                "drawn with seed 2)", "BuildError naming the file and 'No space left'; "
                                "completed shards intact; a re-run finishes identically"),
+    "interrupt.build.worker_dies": ("build_tfrecords.py --num_workers=2", "every worker "
+                                    "process SIGKILLed at its k-th photograph (2 different k, "
+                                    "drawn with seed 3) — a decoder crash or the OOM killer",
+                                    "no hang; photographs in flight re-run alone; output "
+                                    "byte-identical to an undisturbed build"),
+    "interrupt.build.worker_dies_always": ("build_tfrecords.py --num_workers=2", "every worker "
+                                           "process SIGKILLed at its first photograph (each "
+                                           "photograph kills its retry too)",
+                                           "no hang; each photograph an errors.csv row saying "
+                                           "its worker died; the build fails clearly"),
     "interrupt.train.sigkill_in_checkpoint": ("train.py", "SIGKILL while ckpt-3 is being "
                                               "written (files cut at a seeded byte count)",
                                               "re-run resumes from ckpt-2; no checkpoint "

@@ -8,6 +8,7 @@ inputs, settings and source description as the command line's), which must end b
 to an uninterrupted build.
 """
 
+import csv
 import json
 import os
 import signal
@@ -100,6 +101,40 @@ def test_sigkill_at_a_counted_point_then_rerun_is_identical(reference, tmp_path,
                         "removed, output identical")
     reliability(f"interrupt.build.sigkill_{point}s", "; ".join(observed),
                 lost="no (the killed run's partial shard is redone)")
+
+
+def _build_with_dying_workers(output_dir, rule):
+    args = [a if a != "--num_workers=1" else "--num_workers=2" for a in ARGS]
+    return subprocess.run([sys.executable, str(REPO_ROOT / "build_tfrecords.py"), *args,
+                           f"--output_dir={output_dir}"], capture_output=True, text=True,
+                          env=dict(ENV, **{faults.ENV: rule}), timeout=TIMEOUT)
+
+
+def test_a_dying_build_worker_neither_hangs_nor_changes_the_build(reference, tmp_path,
+                                                                 reliability):
+    observed = []
+    for k in distinct_counts(3, 2, 5, 2):
+        out = tmp_path / f"k{k}"
+        process = _build_with_dying_workers(out, f"build.decode:{k}:kill")
+        assert process.returncode == 0, process.stderr[-3000:]
+        assert files_of(out) == reference["files"], f"k={k}"
+        observed.append(f"k={k}: build finished, output identical")
+    reliability("interrupt.build.worker_dies", "; ".join(observed), lost="no")
+
+
+def test_a_photograph_that_kills_every_worker_is_reported_not_hung(tmp_path, reliability):
+    out = tmp_path / "out"
+    process = _build_with_dying_workers(out, "build.decode:1:kill")
+    assert process.returncode != 0
+    assert "max_error_fraction" in process.stderr, process.stderr[-3000:]
+    with open(out / builder.ERRORS, newline="") as f:
+        reasons = [row["reason"] for row in csv.DictReader(f)]
+    assert len(reasons) == NUM_IMAGES and set(reasons) == {builder.WORKER_DIED}, reasons
+    assert not list(out.rglob("*" + builder.TMP_SUFFIX))
+    reliability("interrupt.build.worker_dies_always",
+                f"exit {process.returncode}; errors.csv: {len(reasons)} rows '{reasons[0]}'; "
+                f"stderr ends: {process.stderr.strip().splitlines()[-1]}",
+                lost="no (nothing was written)")
 
 
 def test_a_full_disk_fails_clearly_and_keeps_finished_shards(reference, tmp_path, reliability,
