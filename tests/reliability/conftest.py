@@ -7,6 +7,7 @@ given, the table of every case — expected, observed, data lost, pass/fail — 
     python -m pytest tests/reliability --reliability-report=RELIABILITY.md
 """
 
+import csv
 import dataclasses
 import os
 import pathlib
@@ -18,6 +19,30 @@ import time
 import pytest
 
 from .cases import CASES
+
+
+def built_grades(out, manifest, resolution=224):
+    """{image id: grade} of every record a build wrote at ``resolution``."""
+    import tensorflow as tf
+
+    from m2cnn_tf import records
+
+    built = {}
+    for entry in manifest["splits"].values():
+        for shard in entry["resolutions"][str(resolution)]["shards"]:
+            for raw in tf.data.TFRecordDataset(str(out / shard)):
+                example = records.parse_example_numpy(raw.numpy())
+                built[example[records.IMAGE_ID].decode()] = example[records.GRADE]
+    return built
+
+
+def error_rows(out):
+    """The (file, reason) rows of a build's errors.csv (file names may not be UTF-8)."""
+    from m2cnn_tf import builder
+
+    with open(out / builder.ERRORS, newline="", encoding="utf-8",
+              errors="surrogateescape") as f:
+        return [(row["file"], row["reason"]) for row in csv.DictReader(f)]
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")

@@ -16,12 +16,12 @@ import sys
 import pytest
 import tensorflow as tf
 
-from m2cnn_tf import builder, records, serving
+from m2cnn_tf import builder, serving
 from m2cnn_tf import predictor as predictors
 
 from . import hostile
 from .cases import FILE_COMPONENTS
-from .conftest import ENV, REPO_ROOT
+from .conftest import ENV, REPO_ROOT, built_grades, error_rows
 
 GOOD = [f"good_{i}" for i in range(4)]
 NON_UTF8_NAME = b"\xff\xfe_fundus.jpg"
@@ -79,15 +79,8 @@ def outcomes(folder, exported):
          "--num_workers=1", "--quiet"], capture_output=True, text=True, env=ENV, timeout=TIMEOUT)
     assert run.returncode == 0, run.stderr[-3000:]
     manifest = json.loads((out / builder.MANIFEST).read_text())
-    built = {}
-    for entry in manifest["splits"].values():
-        for shard in entry["resolutions"]["224"]["shards"]:
-            for raw in tf.data.TFRecordDataset(str(out / shard)):
-                example = records.parse_example_numpy(raw.numpy())
-                built[example[records.IMAGE_ID].decode()] = example[records.GRADE]
-    with open(out / builder.ERRORS, newline="", encoding="utf-8",
-              errors="surrogateescape") as f:
-        errors = {_stem(os.path.basename(r["file"])): r["reason"] for r in csv.DictReader(f)}
+    built = built_grades(out, manifest)
+    errors = {_stem(os.path.basename(file)): reason for file, reason in error_rows(out)}
     result["builder"] = {stem: _outcome(True, grade=built[stem]) if stem in built
                          else _outcome(False, errors.get(stem, "(not listed)"))
                          for stem in set(built) | set(errors)}

@@ -1,15 +1,14 @@
 """Hostile label files and paths: each bad row or path is refused by name; the rest is built."""
 
-import csv
 import json
 import os
 
 import pytest
-import tensorflow as tf
 
-from m2cnn_tf import builder, records, sources
+from m2cnn_tf import builder, sources
 
 from . import hostile
+from .conftest import built_grades, error_rows
 
 
 def _photos(folder, names):
@@ -23,15 +22,7 @@ def _build(inputs, skipped, out):
                              builder.BuildSettings(resolutions=(224,), num_workers=1,
                                                    val_fraction=0.0, max_error_fraction=1.0),
                              {"kind": "test"}, quiet=True)
-    built = {}
-    for entry in manifest["splits"].values():
-        for shard in entry["resolutions"]["224"]["shards"]:
-            for raw in tf.data.TFRecordDataset(str(out / shard)):
-                example = records.parse_example_numpy(raw.numpy())
-                built[example[records.IMAGE_ID].decode()] = example[records.GRADE]
-    with open(out / builder.ERRORS, newline="", encoding="utf-8", errors="surrogateescape") as f:
-        errors = [(row["file"], row["reason"]) for row in csv.DictReader(f)]
-    return built, errors
+    return built_grades(out, manifest), error_rows(out)
 
 
 def test_missing_columns_and_a_csv_that_is_not_utf8(tmp_path, reliability):
