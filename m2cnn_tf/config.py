@@ -39,10 +39,11 @@ class PreprocessConfig:
     # upsampled back; ~20× cheaper than blurring at full size, within a grey level of it.
     blur_sigma_at_reduced_scale: float = 3.0
 
-    # Resampling: shrinking by up to this factor uses bilinear interpolation, beyond it an area
-    # average. Up to 2× both weigh about two source pixels per output pixel (no pixel is
-    # skipped), and OpenCV's bilinear is 5–10× faster than its area average at non-integer
-    # factors; beyond 2× bilinear would skip pixels and alias, so the area average is used.
+    # Resampling: shrinking by up to this factor uses bilinear interpolation; by more, the image
+    # is resampled to twice the size and halved by an exact 2×2 mean (a pyramid step). Up to 2×
+    # bilinear weighs about two source pixels per output pixel (no pixel is skipped) and is
+    # 5–10× faster than OpenCV's area average at non-integer factors; beyond 2× it would skip
+    # pixels and alias, which the 2×2 mean of a ≤ 2× picture does not.
     bilinear_max_shrink: float = 2.0
 
     # --- locating the field of view (find_fundus) ---

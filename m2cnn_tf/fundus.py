@@ -137,6 +137,27 @@ def _robust_circle(x: np.ndarray, y: np.ndarray, tolerance: float, min_radius: f
     return fx, fy, fr, float(keep.mean())
 
 
+def _percentiles_u8(values: np.ndarray, percents: Sequence[float]) -> Tuple[float, ...]:
+    """``np.percentile(values, p)`` (linear interpolation) of a uint8 array, for each p.
+
+    Read from the cumulative histogram instead of a partial sort: the same numbers as NumPy,
+    bit for bit (the same virtual index and interpolation), about 8× faster.
+    """
+    cumulative = np.cumsum(np.bincount(values.ravel(), minlength=256))
+    last = values.size - 1
+    results = []
+    for p in percents:
+        virtual = last * np.true_divide(p, 100)
+        previous = np.floor(virtual)
+        below = last if virtual >= last else int(previous)
+        above = last if virtual >= last else below + 1
+        gamma = virtual - previous
+        a, b = (float(v) for v in np.searchsorted(cumulative, (below, above), side="right"))
+        diff = b - a
+        results.append(float(b - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma))
+    return tuple(results)
+
+
 def _edge_points(mask: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """Boundary points of the field of view that are not cut by the photograph's border.
 
@@ -191,10 +212,14 @@ def find_fundus(image: np.ndarray, config: PreprocessConfig = PREPROCESS) -> Fun
     """
     _check_image(image)
     h, w = image.shape[:2]
-    # Shrink by a whole factor (OpenCV's fast exact area average) to about detection_size.
+    # Shrink by a whole factor k to about detection_size: one row from each band of k rows
+    # (its middle one), averaged along it over k columns (OpenCV's fast exact area path). A
+    # full k × k average reads every pixel of a camera-sized photograph for a picture whose
+    # rim is then median-filtered anyway; one row in k reads 1/k of them.
     k = max(1, math.ceil(max(h, w) / config.detection_size))
+    row_offset = (k - 1) // 2
     if k > 1:
-        small = cv2.resize(image[: h // k * k, : w // k * k], (w // k, h // k),
+        small = cv2.resize(image[row_offset: h // k * k: k, : w // k * k], (w // k, h // k),
                            interpolation=cv2.INTER_AREA)
     else:
         small = image
@@ -204,8 +229,7 @@ def find_fundus(image: np.ndarray, config: PreprocessConfig = PREPROCESS) -> Fun
     brightness = cv2.transform(small, np.ones((1, 3), np.float32))
     # A median removes JPEG noise and specks without moving the step at the rim.
     brightness = cv2.medianBlur(brightness, 5)
-    background = float(np.percentile(brightness, 1))
-    foreground = float(np.percentile(brightness, 90))
+    background, foreground = _percentiles_u8(brightness, (1, 90))
     contrast = foreground - background
     if contrast < config.min_foreground_contrast:
         raise NoFundusError(
@@ -260,26 +284,33 @@ def find_fundus(image: np.ndarray, config: PreprocessConfig = PREPROCESS) -> Fun
             f"fitted circle is bright, {outside_fill:.0%} of the outside is)")
     if os.environ.get("M2CNN_DEBUG_FUNDUS"):
         print(f"find_fundus: inliers={inliers:.3f} inside={inside_fill:.3f} outside={outside_fill:.3f}")
-    return FundusCircle(cx=float((cx + 0.5) * k - 0.5), cy=float((cy + 0.5) * k - 0.5),
+    # Small column x averages source columns kx … kx + k − 1; small row y is source row
+    # ky + row_offset.
+    return FundusCircle(cx=float((cx + 0.5) * k - 0.5), cy=float(cy * k + row_offset),
                         radius=float(r * k))
 
 
 def resample(image: np.ndarray, size: int, config: PreprocessConfig = PREPROCESS) -> np.ndarray:
     """Square image → (size, size), fast and without aliasing.
 
-    Shrinking by at most ``bilinear_max_shrink`` is bilinear; by more, an area average by a
-    whole factor k (OpenCV's exact fast path) first, then bilinear for the rest. See the config
-    for why. Depends only on (image, size), so a size is the same whichever others are asked.
+    Shrinking by at most ``bilinear_max_shrink`` is bilinear; by more, the image is first
+    resampled to twice ``size`` (by this same rule) and then halved by the exact 2×2 mean
+    (OpenCV's fast path), so 720 → 224 is 720 → 448 → 224. See the config for why. Depends only
+    on (image, size), so a size is the same whichever others are asked.
     """
-    shrink = image.shape[0] / size
-    if shrink > config.bilinear_max_shrink:
-        k = int(shrink)
-        if image.shape[0] % k == 0 and image.shape[1] % k == 0:
-            image = cv2.resize(image, (image.shape[1] // k, image.shape[0] // k),
-                               interpolation=cv2.INTER_AREA)
+    return _resample_via(image, size, {}, config)
+
+
+def _resample_via(image: np.ndarray, size: int, done: Dict[int, np.ndarray],
+                  config: PreprocessConfig) -> np.ndarray:
+    """``resample``, reusing (and filling) ``done``: {size: image resampled to it}."""
+    if size not in done:
+        if image.shape[0] / size > config.bilinear_max_shrink:
+            double = _resample_via(image, 2 * size, done, config)
+            done[size] = cv2.resize(double, (size, size), interpolation=cv2.INTER_AREA)
         else:
-            return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
-    return cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
+            done[size] = cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
+    return done[size]
 
 
 def shrink_photograph(image: np.ndarray, circle: FundusCircle, size: int,
@@ -391,12 +422,16 @@ def local_average(
         masked = cv2.resize(masked, small_size, interpolation=cv2.INTER_AREA)
         weight = cv2.resize(weight, small_size, interpolation=cv2.INTER_AREA)
     small_sigma = sigma * masked.shape[1] / w
-    stacked = np.concatenate([masked, weight[:, :, None]], axis=2)
-    blurred = cv2.GaussianBlur(stacked, (0, 0), sigmaX=small_sigma, sigmaY=small_sigma,
-                               borderType=cv2.BORDER_CONSTANT)
+
+    def blur(x):
+        return cv2.GaussianBlur(x, (0, 0), sigmaX=small_sigma, sigmaY=small_sigma,
+                                borderType=cv2.BORDER_CONSTANT)
+
     # Divide before upsampling: every small pixel within the blur's reach of a valid pixel has a
     # positive weight, and bilinear upsampling of a valid pixel only reads such neighbours.
-    average = blurred[:, :, :3] / np.maximum(blurred[:, :, 3:], np.asarray(1e-6, dtype))
+    # (Colour and weight are blurred apart: channel by channel the same sums as one 4-channel
+    # blur, without interleaving them.)
+    average = blur(masked) / np.maximum(blur(weight), np.asarray(1e-6, dtype))[:, :, None]
     if reduction > 1:
         average = cv2.resize(average, (w, h), interpolation=cv2.INTER_LINEAR)
     return average
@@ -417,8 +452,11 @@ def apply_eq1(
     """
     blurred = local_average(canvas, valid, blur_sigma(canvas.shape[0], config), config)
     # addWeighted computes α·I + β·B + γ in float, then rounds and saturates to uint8.
-    normalized = cv2.addWeighted(canvas.astype(np.float32), config.alpha, blurred, config.beta,
-                                 config.gamma, dtype=cv2.CV_8U)
+    # A uint8 canvas goes in as it is: OpenCV widens it to float32 itself (exactly), saving a
+    # converted copy.
+    image = canvas if canvas.dtype == np.uint8 else canvas.astype(np.float32)
+    normalized = cv2.addWeighted(image, config.alpha, blurred, config.beta, config.gamma,
+                                 dtype=cv2.CV_8U)
     out = np.full_like(normalized, int(round(config.gamma)))
     cv2.copyTo(normalized, valid.view(np.uint8), out)
     return out
@@ -466,10 +504,11 @@ def normalize_fundus_multi(
     image, circle = shrink_photograph(image, circle, full, config)
     canvas, inside_frame = crop_to_disc(image, circle, full, config)
     normalized = apply_eq1(canvas, inside_frame & circular_mask(full, config), config)
-    return {
-        s: normalized if s == full else resample(normalized, s, config)
-        for s in sizes
-    }
+    # Largest first, so 224 reuses the 448 it is halved from (the same pixels either way).
+    done = {full: normalized}
+    for s in sorted(sizes, reverse=True):
+        _resample_via(normalized, s, done, config)
+    return {s: done[s] for s in sizes}
 
 
 def normalize_fundus(

@@ -272,6 +272,18 @@ def _area_shrink_u8(image: tf.Tensor, k) -> tf.Tensor:
     return tf.cast(tf.clip_by_value(out, 0, 255), tf.uint8)
 
 
+def _row_sampled_shrink_u8(image: tf.Tensor, k) -> tf.Tensor:
+    """``fundus.find_fundus``'s detection picture: the middle row of each band of k rows,
+    ``cv2.resize(…, INTER_AREA)`` by k along it (the sum × float32(1/k), rounded half to even)."""
+    h, w = _shape2(image)
+    c = image.shape[2]
+    hk, wk = h // k, w // k
+    rows = image[(k - 1) // 2: hk * k: k, : wk * k]
+    total = tf.reduce_sum(tf.reshape(tf.cast(rows, _I32), [hk, wk, k, c]), axis=2)
+    out = _round_to_int(tf.cast(total, _F32) * (1.0 / tf.cast(k, _F32)))
+    return tf.cast(tf.clip_by_value(out, 0, 255), tf.uint8)
+
+
 def _area_shrink_f32(image: tf.Tensor, k: int) -> tf.Tensor:
     """Whole-factor INTER_AREA on float32 (static k): block sum × 1/k²."""
     h, w = _shape2(image)
@@ -376,28 +388,23 @@ def _linear_f32(image: tf.Tensor, out_h: int, out_w: int) -> tf.Tensor:
     return tf.gather(rows, y0) * (1.0 - fy) + tf.gather(rows, y1) * fy
 
 
-def _resample(image: tf.Tensor, size: int, config: PreprocessConfig) -> tf.Tensor:
+# A dynamic-size input is the disc crop, which ``_shrink_photograph`` leaves at most 2× the
+# output; deeper pyramids are traced for safety, to this many halvings.
+_MAX_DYNAMIC_HALVINGS = 3
+
+
+def _resample(image: tf.Tensor, size: int, config: PreprocessConfig, depth: int = 0) -> tf.Tensor:
     """``fundus.resample`` on a square uint8 image of static or dynamic side."""
     n, _ = _shape2(image)
     if isinstance(n, int):
-        shrink = n / size
-        if shrink > config.bilinear_max_shrink:
-            k = int(shrink)
-            if n % k == 0:
-                image = _area_shrink_u8(image, k)
-            else:
-                return _saturate_u8(_area_resize(tf.cast(image, _F32), size, size))
+        if n / size > config.bilinear_max_shrink:
+            return _area_shrink_u8(_resample(image, 2 * size, config), 2)
         return _linear_u8(image, size, size)
-
+    if depth >= _MAX_DYNAMIC_HALVINGS:
+        return _linear_u8(image, size, size)
     shrink = tf.cast(n, _F64) / size
-    k = tf.cast(shrink, _I32)  # int() of a positive float
-
-    def area_first():
-        return _cond(tf.equal(n % k, 0),
-                     lambda: _linear_u8(_area_shrink_u8(image, k), size, size),
-                     lambda: _saturate_u8(_area_resize(tf.cast(image, _F32), size, size)))
-
-    return _cond(shrink > config.bilinear_max_shrink, area_first,
+    return _cond(shrink > config.bilinear_max_shrink,
+                 lambda: _area_shrink_u8(_resample(image, 2 * size, config, depth + 1), 2),
                  lambda: _linear_u8(image, size, size))
 
 
@@ -611,7 +618,7 @@ def _find_fundus(image: tf.Tensor, config: PreprocessConfig):
         tf.cast(tf.maximum(h, w), _F64) / config.detection_size), _I32))
 
     def detect():
-        small = _area_shrink_u8(image, k)
+        small = _row_sampled_shrink_u8(image, k)
         hs, ws = _shape2(small)
         # cv2.transform(small, ones((1, 3))) keeps uint8 depth: the channel sum saturates.
         brightness = tf.minimum(tf.reduce_sum(tf.cast(small, _I32), axis=2), 255)
@@ -654,7 +661,7 @@ def _find_fundus(image: tf.Tensor, config: PreprocessConfig):
                   & (share_of(inside) >= config.min_inside_fill)
                   & (share_of(~inside) <= config.max_outside_fill))
             kf = tf.cast(k, _F64)
-            return ok, (cx + 0.5) * kf - 0.5, (cy + 0.5) * kf - 0.5, r * kf
+            return ok, (cx + 0.5) * kf - 0.5, cy * kf + tf.cast((k - 1) // 2, _F64), r * kf
 
         return tf.cond(enough, fit, _not_found)
 

@@ -27,6 +27,14 @@ JPEG_REDUCTION_FLAGS = {
     4: cv2.IMREAD_REDUCED_COLOR_4,
     8: cv2.IMREAD_REDUCED_COLOR_8,
 }
+# OpenCV ≥ 4.10 can have libjpeg write RGB directly (no BGR → RGB pass over a camera-sized
+# image); the reduced flags are IMREAD_REDUCED_GRAYSCALE_r | IMREAD_COLOR, so the colour bit is
+# swapped. Older OpenCV decodes BGR and converts.
+_IMREAD_COLOR_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)
+JPEG_RGB_FLAGS = (
+    {r: (flag & ~cv2.IMREAD_COLOR) | _IMREAD_COLOR_RGB for r, flag in JPEG_REDUCTION_FLAGS.items()}
+    if _IMREAD_COLOR_RGB is not None else None
+)
 # Cameras do not rotate fundus photographs, and TF's in-graph decoders ignore EXIF orientation;
 # ignoring it here too keeps training and serving on the same pixels.
 _DECODE_FLAGS = cv2.IMREAD_IGNORE_ORIENTATION
@@ -170,6 +178,11 @@ def decode_image(
         raise ValueError(f"reduction must be one of {sorted(JPEG_REDUCTION_FLAGS)}, got {reduction}")
     fmt, _, _ = check_image_bytes(data, name, config)
     buffer = np.frombuffer(data, dtype=np.uint8)
+    if fmt == "jpeg" and JPEG_RGB_FLAGS is not None:
+        rgb = cv2.imdecode(buffer, JPEG_RGB_FLAGS[reduction] | _DECODE_FLAGS)
+        if rgb is None or rgb.size == 0:
+            raise ImageReadError(name, "JPEG data could not be decoded (corrupt file)")
+        return rgb
     if fmt == "jpeg":
         bgr = cv2.imdecode(buffer, JPEG_REDUCTION_FLAGS[reduction] | _DECODE_FLAGS)
     else:

@@ -13,7 +13,6 @@ contrast jitter around γ. OpenCV's warp is about 3× faster than TF's projectiv
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import os
 import threading
@@ -23,7 +22,7 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
-from m2cnn_tf import builder, records
+from m2cnn_tf import builder, memory, records
 from m2cnn_tf.config import NUM_GRADES, PREPROCESS
 
 
@@ -40,12 +39,6 @@ class AugmentConfig:
 
 
 AUGMENT = AugmentConfig()
-# glibc's malloc hands megabyte blocks back to the kernel as soon as they are freed (and moves its
-# mmap threshold about as it goes), so an augmenting pipeline that frees a few decoded images per
-# example page-faults its memory in again and again: measured at 720 px, 2–12 ms of kernel time
-# per image, more than the warp. Keeping freed blocks in the heap removes it (see BENCHMARKS.md).
-MALLOC_MMAP_THRESHOLD = 32 * 2**20  # bytes; blocks below this come from the heap (glibc's max)
-MALLOC_TRIM_THRESHOLD = 64 * 2**20  # bytes of free heap kept before any is returned
 SHUFFLE_BUFFER = 2048  # encoded records (≈ 100–200 KB each at 720 px)
 CYCLE_LENGTH = 8  # shards read at once
 
@@ -98,22 +91,6 @@ def _scratch(size: int):
     if size not in buffers:
         buffers[size] = (np.empty((size, size, 4), np.uint8), np.empty((size, size, 4), np.uint8))
     return buffers[size]
-
-
-def keep_freed_memory() -> bool:
-    """Tells glibc's malloc to keep freed blocks for reuse (``MALLOC_*_THRESHOLD``).
-
-    Process-wide and harmless: freed memory stays mapped for the next image instead of being
-    returned and faulted in again. Returns False where it does not apply (not glibc).
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
-    return bool(mallopt(m_mmap_threshold, MALLOC_MMAP_THRESHOLD)
-                and mallopt(m_trim_threshold, MALLOC_TRIM_THRESHOLD))
 
 
 def _shard_paths(data_dir: str, split: str, resolution: int) -> list:
@@ -232,7 +209,7 @@ def make_dataset(
         dataset = tf.data.Dataset.sample_from_datasets(
             streams, weights=[1.0 / len(present)] * len(present), seed=seed)
     if augment:
-        keep_freed_memory()
+        memory.keep_freed_memory()
         seeds = tf.data.Dataset.random(seed=seed)
         dataset = tf.data.Dataset.zip((dataset, seeds)).map(
             lambda e, s: preprocess_for_train(e, s, resolution, augment_config),

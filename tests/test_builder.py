@@ -331,3 +331,31 @@ def test_folders_source(tmp_path, eyepacs_1024):
     assert len(inputs) == 10 and all(labels[r.image_id] == r.grade for r in inputs)
     assert len(skipped) == 1 and "not a grade" in skipped[0].reason
 
+
+
+def test_build_workers_keep_freed_image_memory(eyepacs_fullres):
+    """A build worker (set up by build_worker.init_worker, as the pool does) reuses the memory
+    of each photograph's camera-sized buffers for the next one: counted page faults per
+    photograph stay far below one decoded image's pages (≈ 1,800 at 1944 × 1296). Measured
+    without the malloc setting: ≈ 2,700 faults and 6 ms of kernel time per photograph. Run in a
+    fresh interpreter, because the setting is process-wide."""
+    photos = sorted(str(p) for p in (eyepacs_fullres / "images").glob("*.jpeg"))[:8]
+    code = f"""
+import resource
+from m2cnn_tf import build_worker
+build_worker.init_worker()
+photos = {photos!r}
+def run(paths):
+    for path in paths:
+        result = build_worker.process(build_worker.Task(0, "file", path, 0, (224, 448, 720), 95))
+        assert result.error is None, result.error
+run(photos[:4])
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+run(photos[4:])
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 4)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=REPO_ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr
+    faults_per_photo = float(out.stdout.strip().splitlines()[-1])
+    assert faults_per_photo < 300, f"{faults_per_photo:.0f} page faults per photograph"

@@ -123,6 +123,13 @@ def test_uint8_resizes_are_bit_exact_with_opencv():
                               interpolation=cv2.INTER_AREA)
         got = graph_preprocess._area_shrink_u8(tf.constant(image), tf.constant(k)).numpy()
         np.testing.assert_array_equal(got, expected, err_msg=f"area k={k}")
+    for k in range(1, 10):  # find_fundus's detection picture: one row in k, area along it
+        image = rng.integers(0, 256, (37 * k + k - 1, 29 * k + 1, 3), dtype=np.uint8)
+        h, w = image.shape[:2]
+        expected = cv2.resize(image[(k - 1) // 2: h // k * k: k, : w // k * k], (w // k, h // k),
+                              interpolation=cv2.INTER_AREA)
+        got = graph_preprocess._row_sampled_shrink_u8(tf.constant(image), tf.constant(k)).numpy()
+        np.testing.assert_array_equal(got, expected, err_msg=f"row-sampled k={k}")
 
 
 def test_median_network_and_gaussian_kernel_match_opencv():

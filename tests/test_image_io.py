@@ -47,6 +47,21 @@ def test_decode_is_rgb_at_the_requested_reduction(reduction):
     assert centre[0] > centre[1] > centre[2]
 
 
+def test_direct_rgb_decode_equals_bgr_decode_then_conversion(eyepacs_fullres):
+    """decode_image asks libjpeg for RGB (JPEG_RGB_FLAGS): the same pixels as OpenCV's BGR
+    decode followed by cvtColor, at every DCT reduction."""
+    if image_io.JPEG_RGB_FLAGS is None:
+        pytest.skip("this OpenCV has no IMREAD_COLOR_RGB; decode_image converts BGR itself")
+    for path in sorted((eyepacs_fullres / "images").glob("*.jpeg"))[:3]:
+        data = path.read_bytes()
+        buffer = np.frombuffer(data, np.uint8)
+        for reduction, flag in image_io.JPEG_REDUCTION_FLAGS.items():
+            bgr = cv2.imdecode(buffer, flag | cv2.IMREAD_IGNORE_ORIENTATION)
+            np.testing.assert_array_equal(
+                image_io.decode_image(data, path.name, reduction),
+                cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), err_msg=f"{path.name} at 1/{reduction}")
+
+
 def test_other_valid_layouts_become_rgb():
     image = _photo()
     gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from m2cnn_tf import builder, input_pipeline, records, sources
+from m2cnn_tf import builder, input_pipeline, memory, records, sources
 from m2cnn_tf.config import PREPROCESS
 
 RESOLUTIONS = (224, 448)
@@ -160,7 +160,7 @@ def test_augmenting_does_not_page_fault_its_images_in_again(data_dir):
     runs return them to the kernel and fault ≈ 5 images' worth in again per image — not every
     run, so this bounds the count rather than comparing; bench/input_pipeline.py shows the
     effect (a count, not a time)."""
-    assert input_pipeline.keep_freed_memory()  # glibc, as on every Linux CI machine
+    assert memory.keep_freed_memory()  # glibc, as on every Linux CI machine
     dataset = input_pipeline.make_dataset(data_dir, "train", 448, batch_size=8, training=True,
                                           seed=4)
     iterator = iter(dataset)
