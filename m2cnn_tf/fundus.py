@@ -419,8 +419,8 @@ def local_average(
         masked = image * valid[:, :, None]
     weight = valid.astype(dtype)
     if reduction > 1:
-        masked = cv2.resize(masked, small_size, interpolation=cv2.INTER_AREA)
-        weight = cv2.resize(weight, small_size, interpolation=cv2.INTER_AREA)
+        masked = _area_shrink(masked, reduction, small_size, image.dtype == np.uint8)
+        weight = _area_shrink(weight, reduction, small_size, True)
     small_sigma = sigma * masked.shape[1] / w
 
     def blur(x):
@@ -435,6 +435,23 @@ def local_average(
     if reduction > 1:
         average = cv2.resize(average, (w, h), interpolation=cv2.INTER_LINEAR)
     return average
+
+
+def _area_shrink(image: np.ndarray, k: int, small_size: Tuple[int, int],
+                 integer_valued: bool) -> np.ndarray:
+    """``cv2.resize(image, small_size, INTER_AREA)`` of a float image, by whole factor k.
+
+    For an image holding integers (or 0/1 weights) and k a power of two, halving k times gives
+    the same numbers — every partial mean of at most 255-valued integers is exact in float32 —
+    and OpenCV's exact-2× path is about twice as fast as its k × k one.
+    """
+    h, w = image.shape[:2]
+    if integer_valued and k & (k - 1) == 0 and (small_size[0] * k, small_size[1] * k) == (w, h):
+        while k > 1:
+            w, h, k = w // 2, h // 2, k // 2
+            image = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)  # the 2×2 mean
+        return image
+    return cv2.resize(image, small_size, interpolation=cv2.INTER_AREA)
 
 
 def apply_eq1(

@@ -216,6 +216,20 @@ def test_resample_pyramid_halves_exactly_beyond_twice():
         cv2.resize(image, (448, 448), interpolation=cv2.INTER_LINEAR))
 
 
+def test_halving_an_integer_image_equals_one_area_average():
+    """local_average shrinks its masked uint8 canvas and 0/1 weights by repeated exact halving:
+    the same float32 numbers as one k × k INTER_AREA."""
+    rng = np.random.default_rng(4)
+    for k in (2, 4, 8):
+        colour = rng.integers(0, 256, (720, 720, 3)).astype(np.float32)
+        weight = (rng.random((720, 720)) < 0.7).astype(np.float32)
+        for image in (colour, weight):
+            size = (720 // k, 720 // k)
+            np.testing.assert_array_equal(
+                fundus._area_shrink(image, k, size, True),
+                cv2.resize(image, size, interpolation=cv2.INTER_AREA), err_msg=f"k={k}")
+
+
 def test_percentiles_from_the_histogram_equal_numpys():
     rng = np.random.default_rng(5)
     for trial in range(300):
