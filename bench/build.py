@@ -10,10 +10,12 @@ process with one OpenCV thread (per core), then with one worker process per core
 in its own freshly spawned processes, set up as it ships: TFDS's with one OpenCV thread, ours
 with ``build_worker.init_worker`` (one OpenCV thread, and glibc malloc told to keep freed image
 buffers, ``memory.keep_freed_memory``). Because that malloc setting would speed TFDS up too, a
-third column runs TFDS with it, and its ratio is printed as well. Prints images/s and the
-ratios ours / TFDS. The end-to-end builder (records written to disk) is timed too.
+third column runs TFDS with it, and its ratio is printed as well. The sides take turns pass by
+pass (this machine's speed drifts over seconds); the ratio printed is the median over the
+passes of ours / the TFDS pass timed next to it, and images/s the best pass. The end-to-end
+builder (records written to disk) is timed too.
 
-    python bench/build.py [--repeats 3] [--images DIR]
+    python bench/build.py [--repeats 5] [--images DIR]
 """
 
 import argparse
@@ -24,6 +26,7 @@ import os
 import pathlib
 import platform
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -69,16 +72,36 @@ def tfds_reference(path: str) -> int:
         return len(drd._btgraham_processing(io.BytesIO(f.read()), path, TFDS_RADIUS).getvalue())
 
 
-def _rate(function, initializer, files, repeats, workers):
-    """Best images/s over ``repeats`` passes in ``workers`` fresh processes (after a warm-up)."""
-    best = 0.0
-    with multiprocessing.get_context("spawn").Pool(workers, initializer=initializer) as pool:
-        pool.map(function, files[:workers])  # imports, lazy loads
+SIDES = {  # name: (per-photograph function, worker set-up)
+    "tfds": (tfds_reference, _init_tfds),
+    "ours": (ours, _init_ours),
+    "tfds_tuned": (tfds_reference, _init_tfds_tuned),
+}
+
+
+def _paired_rates(files, repeats, workers):
+    """images/s of every side, pass by pass, the sides taking turns.
+
+    Each side has its own ``workers`` fresh processes (warmed up on a first photograph); then
+    every repeat times one pass of each side, one after the other, so that the machine's speed,
+    which drifts over seconds on a shared host, is about the same for the passes compared.
+    Returns {side: [images/s of each pass]}.
+    """
+    context = multiprocessing.get_context("spawn")
+    pools = {name: context.Pool(workers, initializer=init) for name, (_, init) in SIDES.items()}
+    try:
+        for name, pool in pools.items():
+            pool.map(SIDES[name][0], files[:workers])  # imports, lazy loads
+        rates = {name: [] for name in SIDES}
         for _ in range(repeats):
-            start = time.perf_counter()
-            pool.map(function, files, chunksize=1)
-            best = max(best, len(files) / (time.perf_counter() - start))
-    return best
+            for name, pool in pools.items():
+                start = time.perf_counter()
+                pool.map(SIDES[name][0], files, chunksize=1)
+                rates[name].append(len(files) / (time.perf_counter() - start))
+        return rates
+    finally:
+        for pool in pools.values():
+            pool.terminate()
 
 
 def _builder_rate(images_dir, repeats):
@@ -104,7 +127,7 @@ def _builder_rate(images_dir, repeats):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", default=str(DEFAULT_IMAGES))
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     files = sorted(glob.glob(os.path.join(args.images, "*.jpeg")))
     if not files:
@@ -114,16 +137,19 @@ def main():
           f"Python {platform.python_version()}; {len(files)} photographs from {args.images}")
     rows = []
     for label, workers in (("per core (1 process)", 1), (f"all cores ({cores} processes)", cores)):
-        theirs = _rate(tfds_reference, _init_tfds, files, args.repeats, workers)
-        mine = _rate(ours, _init_ours, files, args.repeats, workers)
-        tuned = _rate(tfds_reference, _init_tfds_tuned, files, args.repeats, workers)
-        rows.append((label, theirs, mine, tuned))
+        rates = _paired_rates(files, args.repeats, workers)
+        paired = lambda side: statistics.median(
+            m / t for m, t in zip(rates["ours"], rates[side]))
+        rows.append((label, max(rates["tfds"]), max(rates["ours"]), paired("tfds"),
+                     max(rates["tfds_tuned"]), paired("tfds_tuned")))
+    print(f"\nimages/s: best of {args.repeats} passes; ratio: median over the passes of ours / "
+          f"the TFDS pass timed next to it")
     print(f"\n{'':<26}{'TFDS btgraham':>15}{'ours':>12}{'ratio':>8}"
           f"{'TFDS + malloc':>16}{'ratio':>8}")
     print(f"{'':<26}{'(1 size)':>15}{'(3 sizes)':>12}{'':>8}{'setting':>16}")
-    for label, theirs, mine, tuned in rows:
-        print(f"{label:<26}{theirs:>9.1f} img/s{mine:>6.1f} img/s{mine / theirs:>7.2f}×"
-              f"{tuned:>10.1f} img/s{mine / tuned:>7.2f}×")
+    for label, theirs, mine, ratio, tuned, tuned_ratio in rows:
+        print(f"{label:<26}{theirs:>9.1f} img/s{mine:>6.1f} img/s{ratio:>7.2f}×"
+              f"{tuned:>10.1f} img/s{tuned_ratio:>7.2f}×")
     end_to_end = _builder_rate(args.images, max(1, args.repeats - 1))
     print(f"\nbuild_tfrecords end to end (workers + TFRecord writing, all cores): "
           f"{end_to_end:.1f} img/s = {end_to_end / rows[1][1]:.2f}× TFDS on all cores")
