@@ -38,6 +38,8 @@ POINTS = {
     "checkpoint.saved": "a rolling checkpoint is recorded as latest",
     "checkpoint.best_written": "best/ holds the new best checkpoint, best/best.json not yet "
                                "updated",
+    "report.jsonl": "a line was appended to metrics.jsonl",
+    "report.tensorboard": "TensorBoard scalars or an image are about to be written",
 }
 ACTIONS = ("kill", "enospc", "truncate-kill", "stop")
 

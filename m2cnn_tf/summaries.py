@@ -6,6 +6,7 @@ leaves one set of logs.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -16,6 +17,8 @@ import cv2
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
+
+from m2cnn_tf import faults
 
 
 METRICS_JSONL = "metrics.jsonl"
@@ -91,6 +94,47 @@ def write_image(name: str, image: np.ndarray, step: int) -> None:
     tf.summary.write(name, tensor, step=step, metadata=_IMAGE_METADATA)
 
 
+class ReportWriteError(RuntimeError):
+    """metrics.jsonl or a TensorBoard log could not be written (a full disk, say); the message
+    names the file. What the file held before is intact."""
+
+
+_TAIL = 1 << 16  # bytes searched back for the end of the last complete line
+
+
+def _append_line(path: str, line: str) -> None:
+    """Appends one line to ``path`` in a single write; all or nothing.
+
+    A line cut short by a process killed while appending (no newline at the end of the file) is
+    dropped first, so it cannot fuse with the next one. When the write fails the file is cut back
+    to its complete lines and ReportWriteError names it.
+    """
+    data = (line + "\n").encode()
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+    size = 0
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            start = max(0, size - _TAIL)
+            end = os.pread(fd, size - start, start).rfind(b"\n")
+            if end >= 0 or start == 0:
+                size = start + end + 1
+                os.ftruncate(fd, size)
+        written = os.write(fd, data)
+        if written != len(data):
+            raise OSError(errno.ENOSPC, f"only {written} of {len(data)} bytes written")
+        faults.point("report.jsonl", [path])
+    except OSError as e:
+        try:
+            os.ftruncate(fd, size)
+        except OSError:
+            pass
+        raise ReportWriteError(f"appending to {path} failed: {e.strerror or e}; its earlier "
+                               "lines are intact") from None
+    finally:
+        os.close(fd)
+
+
 def _json_value(value):
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)  # "nan"/"inf": JSON has no literal for them
@@ -122,33 +166,52 @@ class Reporter:
             return
         record = {"time": round(time.time(), 3), **record}
         line = json.dumps({k: _json_value(v) for k, v in record.items()})
-        with open(os.path.join(self.model_dir, METRICS_JSONL), "a") as f:
-            f.write(line + "\n")
+        _append_line(os.path.join(self.model_dir, METRICS_JSONL), line)
+
+    def _tensorboard(self, kind: str, step: int, write) -> None:
+        """Runs ``write()`` on the ``kind`` writer; a failed write becomes ReportWriteError."""
+        try:
+            faults.point("report.tensorboard")
+            with self._writer(kind).as_default(step=step):
+                write()
+        except (OSError, tf.errors.OpError) as e:
+            raise self._error(kind, e) from None
+
+    def _error(self, kind: str, error: Exception) -> ReportWriteError:
+        reason = getattr(error, "strerror", None) or getattr(error, "message", None) or error
+        return ReportWriteError(f"writing TensorBoard logs to {os.path.join(self.model_dir, kind)}"
+                                f" failed: {reason}")
 
     def scalars(self, kind: str, step: int, values: Dict[str, float]) -> None:
         """TensorBoard scalars under ``model_dir/kind``."""
         if not self.enabled:
             return
-        with self._writer(kind).as_default(step=step):
-            for name, value in values.items():
-                write_scalar(name, value, step)
+        self._tensorboard(kind, step, lambda: [write_scalar(name, value, step)
+                                               for name, value in values.items()])
 
     def confusion(self, kind: str, step: int, name: str, confusion) -> None:
         """A confusion matrix as a TensorBoard image."""
         if not self.enabled:
             return
         image = confusion_matrix_image(confusion, title=f"{name}, step {step}")
-        with self._writer(kind).as_default(step=step):
-            write_image(name, image, step)
+        self._tensorboard(kind, step, lambda: write_image(name, image, step))
 
     def flush(self) -> None:
-        for writer in self._writers.values():
-            writer.flush()
+        for kind, writer in self._writers.items():
+            try:
+                writer.flush()
+            except (OSError, tf.errors.OpError) as e:
+                raise self._error(kind, e) from None
 
-    def close(self) -> None:
-        for writer in self._writers.values():
-            writer.close()
-        self._writers = {}
+    def close(self, ignore_errors: bool = False) -> None:
+        """Closes the TensorBoard writers; ``ignore_errors`` when another error is on its way."""
+        writers, self._writers = self._writers, {}
+        for kind, writer in writers.items():
+            try:
+                writer.close()
+            except (OSError, tf.errors.OpError) as e:
+                if not ignore_errors:
+                    raise self._error(kind, e) from None
 
 
 def read_metrics(model_dir: str, kind: Optional[str] = None) -> list:
@@ -157,5 +220,9 @@ def read_metrics(model_dir: str, kind: Optional[str] = None) -> list:
     if not os.path.isfile(path):
         return []
     with open(path) as f:
-        records = [json.loads(line) for line in f if line.strip()]
+        text = f.read()
+    lines = text.split("\n")
+    if not text.endswith("\n"):
+        lines = lines[:-1]  # cut short by a killed process; the next append drops it too
+    records = [json.loads(line) for line in lines if line.strip()]
     return [r for r in records if kind is None or r.get("kind") == kind]

@@ -582,6 +582,12 @@ def train_and_evaluate(train_config: config.TrainConfig, quiet: bool = False) ->
                                      quiet)
             except checkpoints.CheckpointWriteError as e:
                 raise TrainingError(str(e)) from None
+            except summaries.ReportWriteError as e:
+                latest = checkpoints.latest_checkpoint(model_dir)
+                raise TrainingError(
+                    f"{e}. Training stopped; the last complete checkpoint "
+                    f"{latest or '(none yet)'} is intact: free some space and run the same "
+                    "command again to resume from it") from None
 
 
 @dataclasses.dataclass
@@ -610,15 +616,18 @@ def _train_locked(c, data, init, model_dir, strategy, chief, task_id, log, quiet
         if state.start_step >= c.train_steps:
             log(f"{model_dir} is already trained to step {state.start_step} (--train_steps="
                 f"{c.train_steps}); nothing to do")
-            return result
-        result.update(_train_loop(c, data, state, strategy, model_dir, log, quiet, best_record))
-        if distribution.num_workers(strategy) > 1 and not quiet:
-            # Every worker reports, so that a cluster's replicas can be checked for identity.
-            print(f"worker {task_id}: step {result['step']}, weights sha256 "
-                  f"{result['weights_sha256']}", file=sys.stderr, flush=True)
-        return result
-    finally:
-        state.reporter.close()
+        else:
+            result.update(_train_loop(c, data, state, strategy, model_dir, log, quiet,
+                                      best_record))
+            if distribution.num_workers(strategy) > 1 and not quiet:
+                # Every worker reports, so that a cluster's replicas can be checked for identity.
+                print(f"worker {task_id}: step {result['step']}, weights sha256 "
+                      f"{result['weights_sha256']}", file=sys.stderr, flush=True)
+    except BaseException:
+        state.reporter.close(ignore_errors=True)  # the error on its way says more
+        raise
+    state.reporter.close()
+    return result
 
 
 def _build_state(c, data, init, model_dir, strategy, chief, task_id, log) -> _RunState:

@@ -101,6 +101,19 @@ CASES.update({
     "interrupt.train.enospc": ("training loop", "OSError(ENOSPC) while ckpt-2 is being written",
                                "TrainingError naming ckpt-2 and the intact ckpt-1; partial "
                                "files removed; earlier checkpoints restore"),
+    "interrupt.train.enospc_metrics": ("training loop", "OSError(ENOSPC) appending the 2nd "
+                                       "line of metrics.jsonl",
+                                       "TrainingError naming metrics.jsonl and the intact last "
+                                       "checkpoint; only whole lines kept; the same command "
+                                       "resumes"),
+    "interrupt.train.enospc_tensorboard": ("training loop", "OSError(ENOSPC) writing the first "
+                                           "TensorBoard scalars",
+                                           "TrainingError naming the TensorBoard folder and the "
+                                           "intact last checkpoint; the same command resumes"),
+    "interrupt.train.sigkill_mid_metrics_line": ("train.py", "SIGKILL with metrics.jsonl's first "
+                                                 "line cut at a seeded byte (seeds 0, 1)",
+                                                 "the cut line is skipped when read and dropped "
+                                                 "by the re-run; every later line whole"),
     "interrupt.train.best_json_stale": ("checkpoints", "kill between saving best/ckpt-N and "
                                         "writing best/best.json (left as the old step's)",
                                         "the best record is rebuilt from metrics.jsonl for "

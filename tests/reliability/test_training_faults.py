@@ -249,3 +249,74 @@ def test_kappa_of_a_one_grade_validation_split(data_dir, tmp_path, reliability):
                 f"of {evaluation['count']} grade-2 images (score kappa "
                 f"{evaluation['kappa_score']}, argmax {evaluation['kappa_argmax']}, MSE "
                 f"{evaluation['mse']:.3f}); documented in quadratic_weighted_kappa")
+
+
+def _whole_lines(model_dir):
+    """metrics.jsonl as written: every line a complete JSON record, the file ending in one
+    (no file: no line yet)."""
+    path = model_dir / summaries.METRICS_JSONL
+    text = path.read_text() if path.exists() else ""
+    assert not text or text.endswith("\n"), "metrics.jsonl ends in a cut line"
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_a_full_disk_while_writing_the_training_logs(data_dir, tmp_path, reliability, no_faults):
+    """ENOSPC appending to metrics.jsonl (its 2nd line) and writing TensorBoard scalars (the 1st
+    write): a TrainingError names the file and the intact checkpoint, metrics.jsonl keeps only
+    whole lines, and the same command resumes to the end."""
+    observed = {}
+    for name, rule, what in (("metrics", "report.jsonl:2:enospc", summaries.METRICS_JSONL),
+                             ("tensorboard", "report.tensorboard:1:enospc", "TensorBoard logs")):
+        model_dir = tmp_path / name
+        cfg = tiny_config(data_dir, model_dir, train_steps=3, checkpoint_every_steps=1)
+        faults.configure(rule)
+        with pytest.raises(training.TrainingError) as info:
+            training.train_and_evaluate(cfg, quiet=True)
+        faults.configure("")
+        message = str(info.value)
+        assert what in message and "No space left on device" in message, message
+        latest = checkpoints.latest_checkpoint(str(model_dir))
+        assert latest and f"the last complete checkpoint {latest} is intact" in message, message
+        lines_before = _whole_lines(model_dir)
+        assert len(lines_before) == (1 if name == "metrics" else 0), lines_before
+        result = training.train_and_evaluate(cfg, quiet=True)
+        assert result["resumed"] and result["step"] == 3
+        assert _whole_lines(model_dir)[-1]["kind"] == "final"
+        assert summaries.read_metrics(str(model_dir), "final")
+        assert not (model_dir / checkpoints.LOCK).exists()
+        observed[name] = (message.replace(str(model_dir), "<run>"),
+                          checkpoints.checkpoint_step(latest), len(lines_before))
+    text, step, kept = observed["metrics"]
+    reliability("interrupt.train.enospc_metrics",
+                f"TrainingError: {text}; metrics.jsonl kept its {kept} whole line(s); the same "
+                f"command resumed from step {step} and finished at step 3",
+                lost=f"training after step {step} (not checkpointed), trained again")
+    text, step, kept = observed["tensorboard"]
+    reliability("interrupt.train.enospc_tensorboard",
+                f"TrainingError: {text}; the same command resumed from step {step} and finished "
+                "at step 3", lost=f"training after step {step}, trained again")
+
+
+def test_sigkill_with_a_metrics_line_half_written(data_dir, tmp_path, reliability):
+    """train.py killed right after its first metrics.jsonl line, the file cut inside that line
+    (seeded byte counts): read_metrics skips the cut line, and the same command drops it and
+    appends whole lines after it."""
+    observed = []
+    for seed in (0, 1):
+        model_dir = tmp_path / f"seed{seed}"
+        cfg = tiny_config(data_dir, model_dir, train_steps=2, checkpoint_every_steps=1)
+        cut = int(np.random.default_rng(seed).integers(1, 40))
+        run = subprocess.run(train_command(cfg), capture_output=True, text=True,
+                             env=dict(ENV, **{faults.ENV: f"report.jsonl:1:truncate-kill:{cut}"}),
+                             timeout=TIMEOUT)
+        assert run.returncode == -signal.SIGKILL, run.stderr[-3000:]
+        assert (model_dir / summaries.METRICS_JSONL).stat().st_size == cut
+        assert summaries.read_metrics(str(model_dir)) == []  # the cut line is not a record
+        result = training.train_and_evaluate(cfg, quiet=True)
+        assert result["step"] == 2
+        records = _whole_lines(model_dir)
+        assert records[-1]["kind"] == "final", records
+        observed.append(f"seed {seed}: cut at byte {cut}, re-run wrote {len(records)} whole "
+                        "lines after dropping it")
+    reliability("interrupt.train.sigkill_mid_metrics_line", "; ".join(observed),
+                lost="the cut line (one training window's numbers)")
