@@ -150,6 +150,24 @@ def test_the_eyepacs_recipe_runs_as_printed(kaggle, tmp_path, eyepacs_1024):
     assert len(rows) == 3 and all(r["score_std"] for r in rows)
     assert len(list((work / "explanations").glob("*.png"))) >= 3
     _check_docker_and_curl(commands, work, kaggle)
+    _check_explain_export_matches_its_run(work)
+
+
+def _check_explain_export_matches_its_run(work):
+    """The export's explain_normalized signature at 720 px (large cells) gives the maps its
+    training run gives (tests/test_explain.py checks the same at 224)."""
+    import numpy as np
+
+    from m2cnn_tf import explain, fundus
+
+    photo = sorted((work / "clinic_photos").iterdir())[0]
+    image = fundus.load_normalized(str(photo), (720,)).images[720][None]
+    local = explain.open_explainer(str(work / "runs" / "m2cnn_720")).explain_normalized(image)
+    served = explain.open_explainer(str(work / "exported" / "m2cnn")).explain_normalized(image)
+    for key in explain.MAPS:
+        assert served[key].shape == (1, 720, 720), key
+        np.testing.assert_allclose(served[key], local[key], atol=1e-3, err_msg=key)
+    np.testing.assert_array_equal(served["predicted_class"], local["predicted_class"])
 
 
 def _check_docker_and_curl(commands, work, kaggle):
