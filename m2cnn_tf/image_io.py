@@ -178,24 +178,21 @@ def decode_image(
         raise ValueError(f"reduction must be one of {sorted(JPEG_REDUCTION_FLAGS)}, got {reduction}")
     fmt, _, _ = check_image_bytes(data, name, config)
     buffer = np.frombuffer(data, dtype=np.uint8)
-    if fmt == "jpeg" and JPEG_RGB_FLAGS is not None:
-        rgb = cv2.imdecode(buffer, JPEG_RGB_FLAGS[reduction] | _DECODE_FLAGS)
-        if rgb is None or rgb.size == 0:
-            raise ImageReadError(name, "JPEG data could not be decoded (corrupt file)")
-        return rgb
-    if fmt == "jpeg":
-        bgr = cv2.imdecode(buffer, JPEG_REDUCTION_FLAGS[reduction] | _DECODE_FLAGS)
+    rgb_direct = fmt == "jpeg" and JPEG_RGB_FLAGS is not None
+    if rgb_direct:  # libjpeg writes RGB itself
+        decoded = cv2.imdecode(buffer, JPEG_RGB_FLAGS[reduction] | _DECODE_FLAGS)
+    elif fmt == "jpeg":
+        decoded = cv2.imdecode(buffer, JPEG_REDUCTION_FLAGS[reduction] | _DECODE_FLAGS)
     else:
         raw = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED | _DECODE_FLAGS)
-        bgr = None if raw is None else _to_bgr8(raw)
-        if bgr is not None and reduction > 1:
-            h, w = bgr.shape[:2]
-            bgr = cv2.resize(
-                bgr, (max(1, w // reduction), max(1, h // reduction)), interpolation=cv2.INTER_AREA
-            )
-    if bgr is None or bgr.size == 0:
+        decoded = None if raw is None else _to_bgr8(raw)
+        if decoded is not None and reduction > 1:
+            h, w = decoded.shape[:2]
+            decoded = cv2.resize(decoded, (max(1, w // reduction), max(1, h // reduction)),
+                                 interpolation=cv2.INTER_AREA)
+    if decoded is None or decoded.size == 0:
         raise ImageReadError(name, f"{fmt.upper()} data could not be decoded (corrupt file)")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return decoded if rgb_direct else cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
 
 
 def _to_bgr8(raw: np.ndarray) -> np.ndarray:
