@@ -74,10 +74,13 @@ def augment_image(image: np.ndarray, seed: int, config: AugmentConfig = AUGMENT)
     cv2.cvtColor(image, cv2.COLOR_RGB2RGBA, dst=padded)
     cv2.warpAffine(padded, matrix, (size, size), dst=warped, flags=cv2.INTER_LINEAR,
                    borderMode=cv2.BORDER_CONSTANT, borderValue=(config.fill,) * 4)
-    # (x − γ)·c + γ + b  ==  c·x + ((1 − c)·γ + b), saturated to 0–255
-    cv2.convertScaleAbs(warped, dst=warped, alpha=contrast,
-                        beta=(1.0 - contrast) * config.fill + brightness)
-    return cv2.cvtColor(warped, cv2.COLOR_RGBA2RGB)  # a new array: TensorFlow may keep it
+    out = cv2.cvtColor(warped, cv2.COLOR_RGBA2RGB)  # a new array: TensorFlow may keep it
+    # (x − γ)·c + γ + b  ==  c·x + ((1 − c)·γ + b), rounded and saturated to 0–255.
+    # (Not convertScaleAbs: it takes |·| before saturating, so a dark pixel pushed below 0
+    # would come back bright.)
+    cv2.addWeighted(out, contrast, out, 0.0, (1.0 - contrast) * config.fill + brightness,
+                    dst=out)
+    return out
 
 
 _scratch_buffers = threading.local()

@@ -126,9 +126,28 @@ def test_four_channel_warp_equals_the_plain_three_channel_warp():
             matrix[0, 2] += 719
         plain = cv2.warpAffine(image, matrix, (720, 720), flags=cv2.INTER_LINEAR,
                                borderMode=cv2.BORDER_CONSTANT, borderValue=(config.fill,) * 3)
-        plain = cv2.convertScaleAbs(plain, alpha=contrast,
-                                    beta=(1 - contrast) * config.fill + brightness)
+        plain = cv2.addWeighted(plain, contrast, plain, 0.0,
+                                (1 - contrast) * config.fill + brightness)
         np.testing.assert_array_equal(input_pipeline.augment_image(image, seed, config), plain)
+
+
+def test_brightness_and_contrast_saturate_at_black():
+    """A black pixel pushed below 0 stays 0 (it does not reflect back to a grey level)."""
+    image, inside = _disc_image()
+    image[inside] = 0
+    config = dataclasses.replace(input_pipeline.AUGMENT, rotate=False, flip=False, zoom=0.0)
+    centre = np.hypot(*np.mgrid[:224, :224] - 223 / 2) < 0.3 * 224
+    offsets = []
+    for seed in range(12):
+        rng = np.random.default_rng(seed)  # the draws augment_image makes, in its order
+        rng.uniform(1, 1)  # the zoom (no angle or flip is drawn when they are off)
+        brightness = rng.uniform(-config.brightness, config.brightness)
+        contrast = rng.uniform(1 - config.contrast, 1 + config.contrast)
+        offset = (1 - contrast) * config.fill + brightness  # what a black pixel becomes
+        offsets.append(offset)
+        out = input_pipeline.augment_image(image, seed, config)
+        assert (out[centre] == np.clip(np.rint(offset), 0, 255)).all(), (seed, offset)
+    assert min(offsets) < -1 and max(offsets) > 1  # both cases were met
 
 
 def test_flip_is_an_exact_mirror():
