@@ -41,6 +41,11 @@ def init_worker() -> None:
     memory.keep_freed_memory()
 
 
+def ready() -> bool:
+    """Does nothing: the builder runs it first to know a new pool's workers can start."""
+    return True
+
+
 def _synthetic_photograph(location: str, grade: int):
     from m2cnn_tf import synthetic  # only synthetic builds pay for importing it
 

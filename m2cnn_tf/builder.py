@@ -247,10 +247,26 @@ WORKER_DIED = ("the worker process died while processing this photograph (a cras
 TASKS_IN_FLIGHT_PER_WORKER = 2  # tasks queued ahead per worker: keeps workers busy, bounds memory
 
 
+WORKERS_DID_NOT_START = (
+    "the builder's worker processes exited while starting, before any photograph was given to "
+    "them (their error is printed above). Workers are spawned: each one imports the main "
+    "module of the program that started the build. If you call m2cnn_tf.builder.build from "
+    "your own script, put the call under `if __name__ == \"__main__\":`; or build with "
+    "num_workers=1 (--num_workers=1), which runs in this process")
+
+
 def _spawn_pool(num_workers: int) -> concurrent.futures.ProcessPoolExecutor:
-    return concurrent.futures.ProcessPoolExecutor(
+    """A pool of spawned workers, checked to start (a pool that cannot would otherwise fail
+    every photograph one by one as if each had crashed its worker)."""
+    pool = concurrent.futures.ProcessPoolExecutor(
         num_workers, mp_context=multiprocessing.get_context("spawn"),
         initializer=build_worker.init_worker)
+    try:
+        pool.submit(build_worker.ready).result()
+    except concurrent.futures.process.BrokenProcessPool:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise BuildError(WORKERS_DID_NOT_START) from None
+    return pool
 
 
 def _run_alone(task: build_worker.Task) -> concurrent.futures.Future:

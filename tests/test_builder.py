@@ -359,3 +359,26 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 4)
     assert out.returncode == 0, out.stderr
     faults_per_photo = float(out.stdout.strip().splitlines()[-1])
     assert faults_per_photo < 300, f"{faults_per_photo:.0f} page faults per photograph"
+
+
+def test_a_script_without_a_main_guard_gets_told_why_workers_cannot_start(tmp_path):
+    """Spawned workers import the calling script; unguarded, each one starts a build of its
+    own and dies. The builder says so at once instead of failing photograph by photograph."""
+    script = tmp_path / "my_build.py"
+    out = tmp_path / "out"
+    script.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(REPO_ROOT)!r})\n"
+        "from m2cnn_tf import builder, sources\n"
+        "inputs, skipped = sources.synthetic_inputs(4, seed=0, width=320)\n"
+        f"builder.build(inputs, skipped, {str(out)!r},\n"
+        "              builder.BuildSettings(resolutions=(224,), num_workers=2),\n"
+        "              {'kind': 'synthetic'}, quiet=True)\n")
+    start = time.monotonic()
+    process = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                             env=ENV, timeout=300)
+    assert process.returncode != 0
+    assert "BuildError" in process.stderr and 'if __name__ == "__main__":' in process.stderr, \
+        process.stderr[-3000:]
+    assert not (out / builder.MANIFEST).exists() and not list(out.rglob("*.tfrecord*"))
+    assert time.monotonic() - start < 120  # one failed start, not one per photograph
