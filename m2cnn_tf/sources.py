@@ -171,15 +171,9 @@ def kaggle_inputs(
             name = index.get(image_id)
             labelled[images_dir].add(image_id)
             file = os.path.join(images_dir, name) if name else os.path.join(images_dir, image_id)
-            if image_id in seen:
-                skipped.append(SkippedInput(file, f"duplicate id {image_id} ({where}; first at "
-                                                  f"{seen[image_id]})"))
-                continue
-            seen[image_id] = where
-            try:
-                grade = parse_grade(row[KAGGLE_LABEL_COLUMN])
-            except ValueError as e:
-                skipped.append(SkippedInput(file, f"{e} ({where})"))
+            grade = _grade_of_new_id(image_id, file, where, row[KAGGLE_LABEL_COLUMN], seen,
+                                     skipped)
+            if grade is None:
                 continue
             split = None
             if has_usage:
@@ -202,6 +196,22 @@ def kaggle_inputs(
                 skipped.append(SkippedInput(os.path.join(images_dir, name), _not_utf8(name) or (
                     f"no row for this image in {', '.join(csvs_of[images_dir])}")))
     return inputs, skipped
+
+
+def _grade_of_new_id(image_id: str, file: str, where: str, label: str, seen: Dict[str, str],
+                     skipped: List[SkippedInput]) -> Optional[int]:
+    """The grade of a label row, or None with the reason added to ``skipped``: a repeated id
+    (``seen`` maps ids to the row that first had them) or a label that is not a grade."""
+    if image_id in seen:
+        skipped.append(SkippedInput(file, f"duplicate id {image_id} ({where}; first at "
+                                          f"{seen[image_id]})"))
+        return None
+    seen[image_id] = where
+    try:
+        return parse_grade(label)
+    except ValueError as e:
+        skipped.append(SkippedInput(file, f"{e} ({where})"))
+        return None
 
 
 def csv_inputs(
@@ -234,15 +244,8 @@ def csv_inputs(
             path = next((path + ext for ext in IMAGE_EXTENSIONS if os.path.isfile(path + ext)),
                         path)
         image_id = os.path.splitext(os.path.normpath(relative))[0].replace(os.sep, "/")
-        if image_id in seen:
-            skipped.append(SkippedInput(path, f"duplicate id {image_id} ({where}; first at "
-                                              f"{seen[image_id]})"))
-            continue
-        seen[image_id] = where
-        try:
-            grade = parse_grade(row[label_column])
-        except ValueError as e:
-            skipped.append(SkippedInput(path, f"{e} ({where})"))
+        grade = _grade_of_new_id(image_id, path, where, row[label_column], seen, skipped)
+        if grade is None:
             continue
         if not os.path.isfile(path):
             skipped.append(SkippedInput(path, f"image missing for {where}"))
