@@ -213,6 +213,10 @@ def make_dataset(
             streams, weights=[1.0 / len(present)] * len(present), seed=seed)
     if augment:
         memory.keep_freed_memory()
+        # tf.data already runs one augmentation per core; OpenCV splitting each warp over its own
+        # threads as well only adds hand-offs (≈ 5 % fewer images/s, bench/input_pipeline.py).
+        # Process-wide, like the malloc setting.
+        cv2.setNumThreads(1)
         seeds = tf.data.Dataset.random(seed=seed)
         dataset = tf.data.Dataset.zip((dataset, seeds)).map(
             lambda e, s: preprocess_for_train(e, s, resolution, augment_config),
