@@ -248,34 +248,37 @@ TASKS_IN_FLIGHT_PER_WORKER = 2  # tasks queued ahead per worker: keeps workers b
 
 
 WORKERS_DID_NOT_START = (
-    "the builder's worker processes exited while starting, before any photograph was given to "
-    "them (their error is printed above). Workers are spawned: each one imports the main "
+    "the builder's worker processes exit while starting, before they are given a photograph "
+    "(their error is printed above). Workers are spawned: each one imports the main "
     "module of the program that started the build. If you call m2cnn_tf.builder.build from "
     "your own script, put the call under `if __name__ == \"__main__\":`; or build with "
     "num_workers=1 (--num_workers=1), which runs in this process")
 
 
 def _spawn_pool(num_workers: int) -> concurrent.futures.ProcessPoolExecutor:
-    """A pool of spawned workers, checked to start (a pool that cannot would otherwise fail
-    every photograph one by one as if each had crashed its worker)."""
-    pool = concurrent.futures.ProcessPoolExecutor(
+    return concurrent.futures.ProcessPoolExecutor(
         num_workers, mp_context=multiprocessing.get_context("spawn"),
         initializer=build_worker.init_worker)
-    try:
-        pool.submit(build_worker.ready).result()
-    except concurrent.futures.process.BrokenProcessPool:
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise BuildError(WORKERS_DID_NOT_START) from None
-    return pool
+
+
+def _succeeded(future: concurrent.futures.Future) -> bool:
+    return future.done() and not future.cancelled() and future.exception() is None
 
 
 def _run_alone(task: build_worker.Task) -> concurrent.futures.Future:
-    """Runs one task in a fresh process; a death there is that photograph's error."""
+    """Runs one task in a fresh process; a death there is that photograph's error.
+
+    The process first runs ``build_worker.ready``: if it dies before even that, no worker can
+    start at all (a BuildError), which is not the photograph's fault.
+    """
     done: concurrent.futures.Future = concurrent.futures.Future()
     with _spawn_pool(1) as pool:
+        ready = pool.submit(build_worker.ready)  # one worker: it runs first
         try:
             done.set_result(pool.submit(build_worker.process, task).result())
         except concurrent.futures.process.BrokenProcessPool:
+            if not _succeeded(ready):
+                raise BuildError(WORKERS_DID_NOT_START) from None
             done.set_result(build_worker.Result(task.index, None, WORKER_DIED))
     return done
 
@@ -315,8 +318,8 @@ def _run_tasks(tasks: Iterator[build_worker.Task], num_workers: int):
                 pool.shutdown(wait=True, cancel_futures=True)
                 pool = None
                 in_flight = collections.deque(
-                    (t, f if f is not None and f.done() and not f.cancelled()
-                     and f.exception() is None else _run_alone(t)) for t, f in in_flight)
+                    (t, f if f is not None and _succeeded(f) else _run_alone(t))
+                    for t, f in in_flight)
                 continue
             in_flight.popleft()
             yield result
