@@ -42,7 +42,8 @@ def init_worker() -> None:
 
 
 def ready() -> bool:
-    """Does nothing: the builder runs it first to know a new pool's workers can start."""
+    """Does nothing. The builder's one-by-one retry runs it before the photograph, so that a
+    worker which cannot even start is told apart from a photograph that kills its worker."""
     return True
 
 
