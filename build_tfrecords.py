@@ -24,7 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chat
 
 from absl import app, flags
 
-from m2cnn_tf import builder, sources
+from m2cnn_tf.data import builder, sources
 from m2cnn_tf.config import BUILDER
 
 FLAGS = flags.FLAGS

@@ -50,7 +50,7 @@ def _stage_steps():
 
 
 def _build_data(out, resolutions):
-    from m2cnn_tf import builder, sources
+    from m2cnn_tf.data import builder, sources
 
     if FLAGS.data_dir:
         return FLAGS.data_dir, "given"
@@ -71,7 +71,8 @@ def _build_data(out, resolutions):
 
 def _demo_photographs(out, count=3):
     """Raw photographs to grade through the export: synthetic JPEGs, or the first real ones."""
-    from m2cnn_tf import image_io, synthetic
+    from m2cnn_tf.preprocess import image_io
+    from m2cnn_tf.data import synthetic
 
     if FLAGS.images_dir:
         names = sorted(n for n in os.listdir(FLAGS.images_dir)
@@ -95,8 +96,13 @@ def main(argv):
     if bool(FLAGS.images_dir) != bool(FLAGS.labels_csv):
         raise app.UsageError("--images_dir and --labels_csv go together")
     logging.set_verbosity(logging.WARNING)  # TensorFlow's checkpoint chatter
-    from m2cnn_tf import evaluation, input_pipeline, serving, thresholds, training
-    from m2cnn_tf import predictor as predictors
+    from m2cnn_tf.data import input_pipeline
+    from m2cnn_tf.grading import thresholds
+    from m2cnn_tf.train import loop as training
+    from m2cnn_tf.serving import export
+    from m2cnn_tf.grading import assessment
+    from m2cnn_tf.evaluate import reporting
+    from m2cnn_tf.serving import predictor as predictors
     from m2cnn_tf.config import TRAIN
 
     stages = _stage_steps()
@@ -140,11 +146,11 @@ def main(argv):
     rounding = thresholds.kappa_with(scores, grades)
     cuts, fitted = thresholds.fit_thresholds(scores, grades)
     thresholds.save_thresholds(model_dir, cuts, fitted, rounding, "validation")
-    report = evaluation.evaluate_arrays(grades, scores, probabilities, cuts)
-    paths = evaluation.write_report(report, os.path.join(model_dir, "evaluation_validation"),
+    report = assessment.evaluate_arrays(grades, scores, probabilities, cuts)
+    paths = reporting.write_report(report, os.path.join(model_dir, "evaluation_validation"),
                                     "validation")
     export_dir = os.path.join(out, "exported", "m2cnn")
-    version = serving.export_saved_model(model_dir, export_dir)
+    version = export.export_saved_model(model_dir, export_dir)
     rows.append(("evaluate+export", version, "", time.time() - t, rounding,
                  report["probabilities"]["kappa"]))
 
@@ -164,7 +170,7 @@ def main(argv):
           f"{report['probabilities']['kappa']:.3f}; with the score thresholds fitted on this same "
           f"split {report['score']['kappa']:.3f} (optimistic: fitted and measured on one split; "
           "the export uses them)")
-    print(evaluation.format_report(report))
+    print(reporting.format_report(report))
     print("\ngraded through the export (serving_default, raw JPEG in):")
     for path, outputs, error in graded:
         shown = (f"grade {int(outputs['grade'])}, score {float(outputs['score']):.2f}"

@@ -24,8 +24,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
-from m2cnn_tf import evaluation, fusion, sources, stats, thresholds, tta  # noqa: E402
-from m2cnn_tf import predictor as predictors  # noqa: E402
+from m2cnn_tf import fusion  # noqa: E402
+from m2cnn_tf.data import sources  # noqa: E402
+from m2cnn_tf.grading import stats, thresholds  # noqa: E402
+from m2cnn_tf.serving import tta  # noqa: E402
+from m2cnn_tf.grading import assessment  # noqa: E402
+from m2cnn_tf.evaluate import collect  # noqa: E402
+from m2cnn_tf.evaluate import reporting  # noqa: E402
+from m2cnn_tf.serving import predictor as predictors  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "An export (version folder or base path) or a training run's "
@@ -55,10 +61,10 @@ flags.DEFINE_bool("quiet", False, "No progress bar.")
 def collect_predictions(model, quiet: bool = False):
     """Grades the data the flags name: (Predictions, skipped, name of the evaluated set)."""
     if FLAGS.data_dir:
-        predictions, skipped = evaluation.predictions_from_records(
+        predictions, skipped = collect.predictions_from_records(
             model, FLAGS.data_dir, FLAGS.split, FLAGS.batch_size, quiet)
         return predictions, skipped, FLAGS.split
-    predictions, skipped = evaluation.predictions_from_images(
+    predictions, skipped = collect.predictions_from_images(
         model, FLAGS.images_dir, FLAGS.labels_csv, FLAGS.batch_size, quiet)
     return predictions, skipped, "images"
 
@@ -107,12 +113,12 @@ def main(argv):
         return 1
     grades, scores = predictions.grades, predictions.scores
     cuts = tuple(model.metadata["thresholds"])
-    report = evaluation.evaluate_predictions(predictions, cuts, num_resamples=FLAGS.bootstrap)
+    report = collect.evaluate_predictions(predictions, cuts, num_resamples=FLAGS.bootstrap)
     report.update(model=model.description, data=FLAGS.data_dir or FLAGS.images_dir, split=name,
                   skipped=skipped)
     if FLAGS.tta != 1:
         report["tta"] = {"views": FLAGS.tta, "view_names": [v.name for v in tta.VIEWS[FLAGS.tta]],
-                         **evaluation.uncertainty_summary(predictions, cuts)}
+                         **assessment.uncertainty_summary(predictions, cuts)}
     if fused is not None:
         report["fusion"] = fusion.interval_report(fused, num_resamples=FLAGS.bootstrap)
     if FLAGS.fit_thresholds:
@@ -125,9 +131,9 @@ def main(argv):
               f"{kappa:.4f} (rounding: {rounding:.4f}); saved to {path}")
     output_dir = FLAGS.output_dir or (os.path.join(FLAGS.model, f"evaluation_{name}") if is_run
                                       else "evaluation")
-    paths = evaluation.write_report(report, output_dir, title=name, predictions=predictions)
+    paths = reporting.write_report(report, output_dir, title=name, predictions=predictions)
     print(f"{model.description}, {name}:")
-    print(evaluation.format_report(report))
+    print(reporting.format_report(report))
     if fused is not None:
         print(fusion.format_interval_report(report["fusion"]))
     if skipped:

@@ -19,7 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags  # noqa: E402
 
 from m2cnn_tf import explain  # noqa: E402
-from m2cnn_tf import predictor as predictors  # noqa: E402
+from m2cnn_tf.serving import predictor as predictors  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "An export (export.py output: a version folder or its base "

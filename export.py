@@ -16,7 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
-from m2cnn_tf import serving  # noqa: E402
+from m2cnn_tf.serving import export, signatures  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "The training run to export.", required=True)
@@ -29,12 +29,12 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     try:
-        path = serving.export_saved_model(FLAGS.model_dir, FLAGS.export_dir, FLAGS.version,
+        path = export.export_saved_model(FLAGS.model_dir, FLAGS.export_dir, FLAGS.version,
                                           FLAGS.checkpoint)
-    except (serving.ExportError, FileNotFoundError, ValueError) as e:
+    except (export.ExportError, FileNotFoundError, ValueError) as e:
         print(f"export: error: {e}", file=sys.stderr)
         return 1
-    metadata = serving.read_metadata(path)
+    metadata = signatures.read_metadata(path)
     kappa = metadata.get("validation_kappa_score")
     print(f"exported {FLAGS.model_dir} ({metadata['checkpoint']}, {metadata['variant']} at "
           f"{metadata['resolution']} px, thresholds {metadata['thresholds_source']}"

@@ -18,7 +18,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
-from m2cnn_tf import builder, fusion, sources, thresholds  # noqa: E402
+from m2cnn_tf import fusion  # noqa: E402
+from m2cnn_tf.data import builder, sources  # noqa: E402
+from m2cnn_tf.grading import thresholds  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "The training run (its --model_dir) whose frozen features the "

@@ -19,8 +19,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
-from m2cnn_tf import predictor as predictors  # noqa: E402
-from m2cnn_tf import tta  # noqa: E402
+from m2cnn_tf.serving import predictor as predictors  # noqa: E402
+from m2cnn_tf.util import progress  # noqa: E402
+from m2cnn_tf.serving import tta  # noqa: E402
 from m2cnn_tf.config import NUM_GRADES  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -74,8 +75,8 @@ def main(argv):
                             lineterminator="\n")
     writer.writeheader()
     errors = 0
-    results = predictors.iter_with_progress(model.predict_files(paths, FLAGS.batch_size),
-                                            len(paths), "grading", FLAGS.quiet)
+    results = progress.progress(model.predict_files(paths, FLAGS.batch_size), total=len(paths),
+                                desc="grading", unit="img", quiet=FLAGS.quiet)
     for row in rows(results):
         errors += bool(row["error"])
         writer.writerow(row)

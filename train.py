@@ -93,7 +93,8 @@ def main(argv):
     except ValueError as e:
         sys.exit(f"train.py: {e}")
     # Imported here so that --help and flag errors answer without loading TensorFlow.
-    from m2cnn_tf import locking, training
+    from m2cnn_tf.util import locking
+    from m2cnn_tf.train import loop as training
 
     logging.set_verbosity(logging.WARNING)  # TensorFlow's per-checkpoint INFO lines
 

@@ -48,20 +48,20 @@ def _init_tfds():
 
 
 def _init_tfds_tuned():
-    from m2cnn_tf import memory
+    from m2cnn_tf.util import memory
 
     _init_tfds()
     memory.keep_freed_memory()
 
 
 def _init_ours():
-    from m2cnn_tf import build_worker
+    from m2cnn_tf.data import build_worker
 
     build_worker.init_worker()
 
 
 def ours(path: str) -> int:
-    from m2cnn_tf import build_worker
+    from m2cnn_tf.data import build_worker
 
     result = build_worker.process(build_worker.Task(0, "file", path, 0, SIZES, 95))
     assert result.error is None, result.error
@@ -108,7 +108,7 @@ def _paired_rates(files, repeats, workers):
 
 
 def _builder_rate(images_dir, repeats):
-    from m2cnn_tf import builder, sources
+    from m2cnn_tf.data import builder, sources
 
     files = sorted(glob.glob(os.path.join(images_dir, "*.jpeg")))
     inputs = [sources.InputRecord(pathlib.Path(f).stem, pathlib.Path(f).stem, "", 0, "file", f)

@@ -64,7 +64,7 @@ def assign_patient_splits(inputs, seed: int):
 
 def steps_that_fit(model_dir: str, args, seconds_left: float) -> int:
     """Steps that fit in ``seconds_left``, from the latest training speed and evaluation time."""
-    from m2cnn_tf import summaries
+    from m2cnn_tf.train import summaries
 
     train = summaries.read_metrics(model_dir, "train")
     train = train[1:] or train  # the run's first window holds the compilation
@@ -78,7 +78,7 @@ def steps_that_fit(model_dir: str, args, seconds_left: float) -> int:
 
 def kappa_intervals(grades, per_eye, fused, patients, num_resamples, seed):
     """Per-eye, fused and (fused − per-eye) kappa with 95 % intervals over patients."""
-    from m2cnn_tf import stats
+    from m2cnn_tf.grading import stats
 
     per = stats.kappa_interval(grades, per_eye, patients=patients,
                                num_resamples=num_resamples, seed=seed)
@@ -108,7 +108,10 @@ def main(argv=None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep --work_dir")
     args = parser.parse_args(argv)
 
-    from m2cnn_tf import builder, fusion, sources, thresholds, training
+    from m2cnn_tf import fusion
+    from m2cnn_tf.data import builder, sources
+    from m2cnn_tf.grading import thresholds
+    from m2cnn_tf.train import loop as training
     from m2cnn_tf.config import TRAIN
 
     started = time.time()
@@ -153,7 +156,7 @@ def main(argv=None) -> int:
           f"{best.get('step')}", flush=True)
 
     # The main model's thresholds, fitted on validation (evaluate.py --fit_thresholds does it).
-    from m2cnn_tf import checkpoints
+    from m2cnn_tf.train import checkpoints
 
     model, info = checkpoints.load_trained_model(model_dir)
     validation = fusion.cached_features(model, info, data_dir, "validation",

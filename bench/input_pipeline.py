@@ -26,7 +26,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import tensorflow as tf  # noqa: E402
 
-from m2cnn_tf import builder, input_pipeline, records, sources  # noqa: E402
+from m2cnn_tf.data import builder, input_pipeline, records, sources  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "eyepacs_1024"

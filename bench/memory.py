@@ -27,7 +27,7 @@ def one(variant: str, resolution: int) -> dict:
     import tensorflow as tf
 
     from m2cnn_tf import model as m2cnn
-    from m2cnn_tf import optimizers, training
+    from m2cnn_tf.train import optimizers, loop as training
     from m2cnn_tf.config import TRAIN
 
     cfg = dataclasses.replace(TRAIN, variant=variant, resolution=resolution)

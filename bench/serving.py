@@ -23,7 +23,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from m2cnn_tf import fundus, serving, thresholds  # noqa: E402
+from m2cnn_tf.preprocess import fundus  # noqa: E402
+from m2cnn_tf.grading import thresholds  # noqa: E402
+from m2cnn_tf.serving import export, signatures  # noqa: E402
 from m2cnn_tf import model as m2cnn  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -60,9 +62,9 @@ def main():
         for resolution in (int(r) for r in args.resolutions.split(",")):
             model = m2cnn.build_m2cnn(resolution, args.variant)
             path = os.path.join(workdir, str(resolution))
-            serving.build_archive(model, resolution, thresholds.ROUNDING).write_out(
+            export.build_archive(model, resolution, thresholds.ROUNDING).write_out(
                 path, verbose=False)
-            served = tf.saved_model.load(path).signatures[serving.SERVING_SIGNATURE]
+            served = tf.saved_model.load(path).signatures[signatures.SERVING_SIGNATURE]
             normalized = np.stack([fundus.load_normalized(e, (resolution,)).images[resolution]
                                    for e in encoded])
             in_memory = tf.function(lambda x: model(x, training=False))

@@ -25,8 +25,10 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from m2cnn_tf import (builder, config, input_pipeline, losses, optimizers, sources,  # noqa: E402
-                      training)
+from m2cnn_tf import config  # noqa: E402
+from m2cnn_tf.data import builder, input_pipeline, sources  # noqa: E402
+from m2cnn_tf.train import losses, optimizers  # noqa: E402
+from m2cnn_tf.train import loop as training  # noqa: E402
 from m2cnn_tf import model as m2cnn  # noqa: E402
 
 RESOLUTION = 224

@@ -115,7 +115,8 @@ run("export.py", f"--model_dir={FINAL}", f"--export_dir={EXPORT}")"""),
                  "synthetic photograph is used."),
     ("code", """import base64, json
 if SMOKE:
-    from m2cnn_tf import image_io, synthetic
+    from m2cnn_tf.preprocess import image_io
+    from m2cnn_tf.data import synthetic
     photo_path = os.path.join(WORK, "photo.jpeg")
     with open(photo_path, "wb") as f:
         f.write(image_io.encode_jpeg(synthetic.make_fundus(3, seed=5, width=1200).image, 92))
@@ -125,7 +126,7 @@ else:
     photo_path = os.path.join(WORK, next(iter(uploaded)))
     with open(photo_path, "wb") as f:
         f.write(uploaded[os.path.basename(photo_path)])
-from m2cnn_tf import predictor
+from m2cnn_tf.serving import predictor
 exported = predictor.open_predictor(EXPORT)
 (path, outputs, error), = exported.predict_files([photo_path])
 print(error or {k: v.tolist() for k, v in outputs.items()})

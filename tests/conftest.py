@@ -49,7 +49,8 @@ def synthetic_trained_run(tmp_path_factory) -> dict:
     """
     import dataclasses
 
-    from m2cnn_tf import builder, sources, training
+    from m2cnn_tf.data import builder, sources
+    from m2cnn_tf.train import loop as training
     from m2cnn_tf.config import TRAIN
 
     s = SYNTHETIC_RUN

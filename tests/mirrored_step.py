@@ -17,7 +17,7 @@ import dataclasses
 import json
 import sys
 
-from m2cnn_tf import distribution
+from m2cnn_tf.train import distribution
 
 distribution.configure_cpu_devices(2)
 
@@ -25,7 +25,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from m2cnn_tf import checkpoints, config, input_pipeline, optimizers, training  # noqa: E402
+from m2cnn_tf import config  # noqa: E402
+from m2cnn_tf.data import input_pipeline  # noqa: E402
+from m2cnn_tf.train import checkpoints, optimizers, loop as training  # noqa: E402
 from m2cnn_tf import model as m2cnn  # noqa: E402
 
 RESOLUTION, BATCH = 224, 4

@@ -13,7 +13,9 @@ import pytest
 import tensorflow as tf
 
 from conftest import REPO_ROOT, read_labels
-from m2cnn_tf import builder, fundus, image_io, locking, records, sources, splits
+from m2cnn_tf.util import locking
+from m2cnn_tf.preprocess import fundus, image_io
+from m2cnn_tf.data import builder, records, sources, splits
 
 BUILD = [sys.executable, str(REPO_ROOT / "build_tfrecords.py")]
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
@@ -342,7 +344,7 @@ def test_build_workers_keep_freed_image_memory(eyepacs_fullres):
     photos = sorted(str(p) for p in (eyepacs_fullres / "images").glob("*.jpeg"))[:8]
     code = f"""
 import resource
-from m2cnn_tf import build_worker
+from m2cnn_tf.data import build_worker
 build_worker.init_worker()
 photos = {photos!r}
 def run(paths):

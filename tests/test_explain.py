@@ -13,7 +13,11 @@ import pytest
 import tensorflow as tf
 
 from conftest import REPO_ROOT
-from m2cnn_tf import explain, fundus, serving, synthetic, thresholds
+from m2cnn_tf import explain
+from m2cnn_tf.preprocess import fundus
+from m2cnn_tf.data import synthetic
+from m2cnn_tf.grading import thresholds
+from m2cnn_tf.serving import export, signatures
 from m2cnn_tf import model as m2cnn
 
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
@@ -76,7 +80,7 @@ def lesion_photographs(synthetic_trained_run):
 @pytest.fixture(scope="module")
 def exported(synthetic_trained_run, tmp_path_factory):
     export_dir = str(tmp_path_factory.mktemp("explain_export") / "exported")
-    serving.export_saved_model(synthetic_trained_run["model_dir"], export_dir)
+    export.export_saved_model(synthetic_trained_run["model_dir"], export_dir)
     return export_dir
 
 
@@ -207,7 +211,7 @@ def test_command_line_on_a_real_photograph_and_bad_files(exported, eyepacs_1024,
     png = out / f"{real.stem}{explain.PNG_SUFFIX}"
     picture = cv2.imread(str(png))
     assert picture is not None, f"{png} does not open"
-    resolution = serving.read_metadata(serving.resolve_export(exported))["resolution"]
+    resolution = signatures.read_metadata(signatures.resolve_export(exported))["resolution"]
     assert picture.shape[1::-1] == explain.panel_size(resolution)
     assert cv2.imread(str(out / "contact_sheet.png")) is not None
     assert not [n for n in os.listdir(out) if ".tmp" in n]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from m2cnn_tf import fundus, image_io
+from m2cnn_tf.preprocess import fundus, image_io
 from m2cnn_tf.config import PREPROCESS
 
 SIZES = (224, 448, 720)
@@ -314,7 +314,7 @@ def test_preview_command_writes_a_png(tmp_path, eyepacs_1024, eyepacs_fullres):
     photos = [str(eyepacs_fullres / "images" / "15_left.jpeg"),
               str(eyepacs_1024 / "images" / "1000_right.jpeg")]
     result = subprocess.run(
-        [sys.executable, "-m", "m2cnn_tf.fundus", "--preview", *photos, "--output", str(output)],
+        [sys.executable, "-m", "m2cnn_tf.preprocess.fundus", "--preview", *photos, "--output", str(output)],
         capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     panel = image_io.read_image(output)
@@ -326,7 +326,7 @@ def test_preview_command_reports_a_bad_file(tmp_path):
     bad = tmp_path / "bad.jpeg"
     bad.write_bytes(b"")
     result = subprocess.run(
-        [sys.executable, "-m", "m2cnn_tf.fundus", "--preview", str(bad), "--output",
+        [sys.executable, "-m", "m2cnn_tf.preprocess.fundus", "--preview", str(bad), "--output",
          str(tmp_path / "p.png")], capture_output=True, text=True, timeout=300)
     assert result.returncode == 1
     assert str(bad) in result.stderr and "empty" in result.stderr
@@ -334,7 +334,7 @@ def test_preview_command_reports_a_bad_file(tmp_path):
 
 
 def test_synthetic_photographs_disc_is_found_where_it_was_drawn():
-    from m2cnn_tf import synthetic
+    from m2cnn_tf.data import synthetic
 
     for photo in synthetic.make_dataset(10, seed=3, width=900):
         found = fundus.find_fundus(photo.image)

@@ -11,8 +11,12 @@ import pytest
 import tensorflow as tf
 
 from conftest import REPO_ROOT
-from m2cnn_tf import (builder, checkpoints, fusion, graph_preprocess, image_io, serving,
-                      sources, synthetic, thresholds)
+from m2cnn_tf import fusion
+from m2cnn_tf.preprocess import graph as graph_preprocess, image_io
+from m2cnn_tf.data import builder, sources, synthetic
+from m2cnn_tf.grading import thresholds
+from m2cnn_tf.train import checkpoints
+from m2cnn_tf.serving import export, signatures
 from m2cnn_tf import model as m2cnn
 from m2cnn_tf.config import NUM_GRADES
 
@@ -236,14 +240,14 @@ def test_export_grade_patient_equals_the_python_path(tiny_run, tmp_path):
                       for name, w in zip([v.path for v in head.weights], head.get_weights())])
     fused_cuts = (-0.3, -0.1, 0.1, 0.3)
     fusion.save_head(model_dir, head, fused_cuts, {"checkpoint": "ckpt-1"})
-    version = serving.export_saved_model(model_dir, str(tmp_path / "exported"))
-    metadata = serving.read_metadata(version)
-    assert metadata["signatures"][serving.PATIENT_SIGNATURE] == list(serving.PATIENT_INPUTS)
+    version = export.export_saved_model(model_dir, str(tmp_path / "exported"))
+    metadata = signatures.read_metadata(version)
+    assert metadata["signatures"][signatures.PATIENT_SIGNATURE] == list(signatures.PATIENT_INPUTS)
 
     loaded = tf.saved_model.load(version)
-    assert {serving.SERVING_SIGNATURE, serving.NORMALIZED_SIGNATURE,
-            serving.PATIENT_SIGNATURE} <= set(loaded.signatures)
-    signature = loaded.signatures[serving.PATIENT_SIGNATURE]
+    assert {signatures.SERVING_SIGNATURE, signatures.NORMALIZED_SIGNATURE,
+            signatures.PATIENT_SIGNATURE} <= set(loaded.signatures)
+    signature = loaded.signatures[signatures.PATIENT_SIGNATURE]
     photos = _photographs(4)
     black = image_io.encode_jpeg(np.zeros((480, 640, 3), np.uint8), 90)
     left, right = [photos[0], photos[2], black], [photos[1], photos[3], photos[1]]
@@ -277,9 +281,9 @@ def test_export_grade_patient_equals_the_python_path(tiny_run, tmp_path):
 
     # no fundus in patient 2's left eye: -1 there, and the right eye keeps its per-eye grade,
     # the one serving_default gives the same photograph
-    assert not out["left_fundus_found"][2] and out["left_grade"][2] == serving.NOT_GRADED
+    assert not out["left_fundus_found"][2] and out["left_grade"][2] == signatures.NOT_GRADED
     assert np.isnan(out["left_score"][2]) and np.isnan(out["left_probabilities"][2]).all()
-    single = loaded.signatures[serving.SERVING_SIGNATURE](image_bytes=tf.constant([right[2]]))
+    single = loaded.signatures[signatures.SERVING_SIGNATURE](image_bytes=tf.constant([right[2]]))
     assert out["right_grade"][2] == int(single["grade"][0])
     assert out["right_score"][2] == pytest.approx(float(single["score"][0]), abs=1e-5)
     empty = signature(left_image_bytes=tf.constant([], tf.string),
@@ -292,5 +296,5 @@ def test_export_without_a_head_has_no_grade_patient(tiny_run, tmp_path):
     shutil.copytree(tiny_run["model_dir"], model_dir,
                     ignore=shutil.ignore_patterns(fusion.FUSION_DIR))
     assert fusion.load_head(model_dir) is None
-    head, note = serving._fusion_head(model_dir, tiny_run["model"])
+    head, note = export._fusion_head(model_dir, tiny_run["model"])
     assert head is None and "no fusion head" in note

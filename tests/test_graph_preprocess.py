@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from m2cnn_tf import fundus, graph_preprocess, image_io
+from m2cnn_tf.preprocess import fundus, graph as graph_preprocess, image_io
 from m2cnn_tf.config import PREPROCESS
 
 SIZES = (224, 448, 720)

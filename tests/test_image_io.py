@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from m2cnn_tf import image_io
+from m2cnn_tf.preprocess import image_io
 
 
 def _photo(h=300, w=400):

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from m2cnn_tf import builder, input_pipeline, memory, records, sources
+from m2cnn_tf.util import memory
+from m2cnn_tf.data import builder, input_pipeline, records, sources
 from m2cnn_tf.config import PREPROCESS
 
 RESOLUTIONS = (224, 448)

@@ -21,6 +21,7 @@ from keras.src.legacy.saving import legacy_h5_format
 
 from m2cnn_tf import config
 from m2cnn_tf import model as m2cnn
+from m2cnn_tf.model import architecture
 
 # Paper Table I (299 standing for its "256" column, see PAPER_NOTES.md): input → (before switch,
 # after multi-cell).
@@ -312,7 +313,7 @@ def test_reduction_b_is_keras_mixed_7a(keras_notop):
 
 def test_block8_cells_are_keras_block8(keras_notop):
     keras_layers = layers_between(keras_notop, "mixed_7a", "block8_1_ac")
-    ours = graph_layers(lambda x: m2cnn._block8(x, block_idx="medial_1"), (8, 8, 2080))
+    ours = graph_layers(lambda x: architecture._block8(x, block_idx="medial_1"), (8, 8, 2080))
     assert Counter(map(signature, ours)) == Counter(map(signature, keras_layers))
     assert sum(l.count_params() for l in ours) == block8(2080)
     # The cell group's closing projection is a conv_7b-style 1×1 conv + BN + ReLU.
@@ -335,7 +336,7 @@ def test_cells_in_built_model_have_keras_layers():
 
 def test_basenet_builder_is_keras_constructor(keras_notop):
     """With the paper's repeats, the builder behind the tiny variant gives Keras' very network."""
-    ours = m2cnn._basenet_from_keras_blocks((299, 299, 3), config.VARIANTS["m2cnn"], name="ours")
+    ours = architecture._basenet_from_keras_blocks((299, 299, 3), config.VARIANTS["m2cnn"], name="ours")
     assert len(ours.layers) == len(keras_notop.layers)
     for mine, theirs in zip(ours.layers, keras_notop.layers):
         assert signature(mine) == signature(theirs), (mine.name, theirs.name)
@@ -481,7 +482,7 @@ def test_tiny_loads_matching_units_of_a_notop_file(notop_weights, file_format):
     source, files = notop_weights
     model = m2cnn.build_m2cnn(224, "tiny", weights=files[file_format])
     basenet = model.get_layer("basenet")
-    source_units, tiny_units = m2cnn._basenet_units(source), m2cnn._basenet_units(basenet)
+    source_units, tiny_units = architecture._basenet_units(source), architecture._basenet_units(basenet)
     assert list(tiny_units) == [
         "mixed_5b", "block35_1_ac", "mixed_6a", "block17_1_ac", "mixed_7a", "conv_7b_ac"
     ]

@@ -15,8 +15,11 @@ import tensorflow as tf
 from sklearn.metrics import cohen_kappa_score
 
 from conftest import REPO_ROOT
-from m2cnn_tf import builder, checkpoints, fundus, image_io, serving, sources, training
-from m2cnn_tf import predictor as predictors
+from m2cnn_tf.preprocess import fundus, image_io
+from m2cnn_tf.data import builder, sources
+from m2cnn_tf.train import checkpoints, loop as training
+from m2cnn_tf.serving import export, signatures
+from m2cnn_tf.serving import predictor as predictors
 from m2cnn_tf.config import TRAIN
 
 RESOLUTION = 224
@@ -54,7 +57,7 @@ def run(tmp_path_factory, eyepacs_fullres):
     _run("evaluate.py", f"--model={model_dir}", f"--data_dir={data_dir}", "--split=train",
          "--fit_thresholds", "--quiet", f"--output_dir={root / 'fit'}")
     export_dir = str(root / "exported")
-    version = serving.export_saved_model(model_dir, export_dir)
+    version = export.export_saved_model(model_dir, export_dir)
     photos = sorted(str(p) for p in (eyepacs_fullres / "images").glob("*.jpeg"))
     return {"root": root, "data_dir": data_dir, "model_dir": model_dir,
             "export_dir": export_dir, "version": version, "photos": photos}
@@ -64,19 +67,19 @@ def test_saved_model_cli_lists_both_signatures(run):
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
     shown = subprocess.run([cli, "show", "--dir", run["version"], "--all"],
                            capture_output=True, text=True, env=ENV, timeout=300).stdout
-    signatures = {}
+    listed = {}
     for name, body in re.findall(r"signature_def\['(\w+)'\]:(.*?)Method name is", shown, re.S):
         inputs = dict((k, (d, s)) for k, d, s in re.findall(
             r"inputs\['(\w+)'\] tensor_info:\s+dtype: (\w+)\s+shape: (\([^)]*\))", body))
         outputs = dict((k, (d, s)) for k, d, s in re.findall(
             r"outputs\['(\w+)'\] tensor_info:\s+dtype: (\w+)\s+shape: (\([^)]*\))", body))
-        signatures[name] = (inputs, outputs)
-    assert signatures["serving_default"][0] == {"image_bytes": ("DT_STRING", "(-1)")}
-    assert signatures["predict_normalized"][0] == {
+        listed[name] = (inputs, outputs)
+    assert listed["serving_default"][0] == {"image_bytes": ("DT_STRING", "(-1)")}
+    assert listed["predict_normalized"][0] == {
         "images": ("DT_UINT8", f"(-1, {RESOLUTION}, {RESOLUTION}, 3)")}
     for name in ("serving_default", "predict_normalized"):
         assert signatures[name][1] == DOCUMENTED_OUTPUTS, name
-    metadata = serving.read_metadata(run["version"])
+    metadata = signatures.read_metadata(run["version"])
     assert metadata["resolution"] == RESOLUTION and metadata["variant"] == "tiny"
     assert metadata["thresholds_source"] == "fitted on train"
     fitted = json.loads(open(os.path.join(run["model_dir"], "thresholds.json")).read())
@@ -117,7 +120,7 @@ def test_train_serve_parity_on_camera_originals(run):
     assert len(set(grades_local)) > 1, "the model grades every photograph the same"
     assert same >= 29
     # and the pictures themselves: in-graph vs builder preprocessing inside the disc
-    from m2cnn_tf import graph_preprocess
+    from m2cnn_tf.preprocess import graph as graph_preprocess
 
     inside = fundus.circular_mask(RESOLUTION)
     for path in run["photos"][::5]:
@@ -151,17 +154,17 @@ def test_bad_requests(run):
     black = image_io.encode_jpeg(np.zeros((600, 800, 3), np.uint8), 90)
     outputs = signature(image_bytes=tf.constant([black]))
     assert not bool(outputs["fundus_found"][0])
-    assert int(outputs["grade"][0]) == serving.NOT_GRADED
-    assert int(outputs["grade_from_probabilities"][0]) == serving.NOT_GRADED
+    assert int(outputs["grade"][0]) == signatures.NOT_GRADED
+    assert int(outputs["grade_from_probabilities"][0]) == signatures.NOT_GRADED
     assert np.isnan(outputs["score"][0].numpy())
     empty = signature(image_bytes=tf.constant([], tf.string))
     assert empty["probabilities"].shape == (0, 5) and empty["grade"].shape == (0,)
 
 
 def test_versions_are_never_overwritten(run):
-    with pytest.raises(serving.ExportError, match="never overwritten"):
-        serving.export_saved_model(run["model_dir"], run["export_dir"], version=1)
-    assert serving.existing_versions(run["export_dir"]) == [1]
+    with pytest.raises(export.ExportError, match="never overwritten"):
+        export.export_saved_model(run["model_dir"], run["export_dir"], version=1)
+    assert signatures.existing_versions(run["export_dir"]) == [1]
     assert not [n for n in os.listdir(run["export_dir"]) if n.startswith(".")]
 
 
@@ -198,7 +201,8 @@ def test_evaluate_kappa_equals_sklearn_and_fitting_never_lowers_it(run, tmp_path
     report = json.loads((out / "report.json").read_text())
     assert (out / "confusion_score.png").is_file() and (out / "confusion_probabilities.png").is_file()
     model = predictors.open_predictor(run["export_dir"])
-    from m2cnn_tf import input_pipeline, thresholds
+    from m2cnn_tf.data import input_pipeline
+    from m2cnn_tf.grading import thresholds
 
     grades, scores, argmax = [], [], []
     for batch in input_pipeline.make_dataset(run["data_dir"], "train", RESOLUTION, 8,
@@ -221,4 +225,4 @@ def test_bad_model_paths_say_what_is_there(tmp_path):
     with pytest.raises(FileNotFoundError, match="neither an export"):
         predictors.open_predictor(str(tmp_path / "nothing"))
     with pytest.raises(FileNotFoundError, match="no config.json"):
-        serving.export_saved_model(str(tmp_path / "nothing"), str(tmp_path / "out"))
+        export.export_saved_model(str(tmp_path / "nothing"), str(tmp_path / "out"))

@@ -8,7 +8,9 @@ import pytest
 from sklearn.metrics import cohen_kappa_score, roc_auc_score
 from sklearn.metrics import roc_curve as sklearn_roc_curve
 
-from m2cnn_tf import evaluation, stats, thresholds
+from m2cnn_tf.grading import stats, thresholds
+from m2cnn_tf.evaluate import collect
+from m2cnn_tf.evaluate import reporting
 
 
 def _graded(n, seed=0, noise=0.8):
@@ -132,13 +134,13 @@ def test_report_files_keep_the_old_keys_and_link_the_pictures(tmp_path):
     rng = np.random.default_rng(5)
     logits = 2.0 * np.eye(5)[grades] + rng.normal(0, 1, (120, 5))
     probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    predictions = evaluation.Predictions(grades, scores, probabilities,
+    predictions = collect.Predictions(grades, scores, probabilities,
                                          np.array([f"{p}_{e}" for p, e in zip(
                                              patients, ["left", "right"] * 60)]), patients,
                                          np.abs(rng.normal(0, 0.1, 120)))
     cuts = (0.5, 1.5, 2.5, 3.5)
-    report = evaluation.evaluate_predictions(predictions, cuts, num_resamples=100)
-    paths = evaluation.write_report(report, str(tmp_path), "validation", predictions)
+    report = collect.evaluate_predictions(predictions, cuts, num_resamples=100)
+    paths = reporting.write_report(report, str(tmp_path), "validation", predictions)
     saved = json.loads((tmp_path / "report.json").read_text())
     for key in ("count", "grade_counts", "thresholds", "score", "probabilities", "mse"):
         assert key in saved

@@ -12,8 +12,8 @@ from sklearn.model_selection import cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from m2cnn_tf import synthetic
-from m2cnn_tf.synthetic import SYNTHETIC, SyntheticFundus, make_dataset, make_fundus
+from m2cnn_tf.data import synthetic
+from m2cnn_tf.data.synthetic import SYNTHETIC, SyntheticFundus, make_dataset, make_fundus
 
 # Reduced widths keep the suite fast; the geometry is relative to the disc, so it is the same
 # picture as at camera size.

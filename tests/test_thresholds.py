@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
-from m2cnn_tf import thresholds
+from m2cnn_tf.grading import thresholds
 
 
 def _noisy_scores(n, seed, bias=0.0):

@@ -26,8 +26,11 @@ import tensorflow as tf
 from sklearn.metrics import cohen_kappa_score
 
 from conftest import REPO_ROOT
-from m2cnn_tf import (builder, checkpoints, config, input_pipeline, locking, losses, metrics,
-                      optimizers, sources, summaries, training)
+from m2cnn_tf import config
+from m2cnn_tf.util import locking
+from m2cnn_tf.data import builder, input_pipeline, sources
+from m2cnn_tf.grading import metrics
+from m2cnn_tf.train import checkpoints, losses, optimizers, summaries, loop as training
 from m2cnn_tf import model as m2cnn
 
 TRAIN_PY = [sys.executable, str(REPO_ROOT / "train.py")]

@@ -24,7 +24,10 @@ import dataclasses
 import numpy as np
 import pytest
 
-from m2cnn_tf import builder, config, metrics, sources, summaries, training
+from m2cnn_tf import config
+from m2cnn_tf.data import builder, sources
+from m2cnn_tf.grading import metrics
+from m2cnn_tf.train import summaries, loop as training
 
 # Per grade, the first images by id: 32 in all, every grade present (grades 3 and 4 are rare).
 PER_GRADE = {0: 7, 1: 7, 2: 7, 3: 6, 4: 5}

@@ -19,9 +19,13 @@ import tensorflow as tf
 from sklearn.metrics import roc_auc_score
 
 from conftest import REPO_ROOT
-from m2cnn_tf import checkpoints, fundus, image_io, serving, synthetic, thresholds, tta
+from m2cnn_tf.preprocess import fundus, image_io
+from m2cnn_tf.data import synthetic
+from m2cnn_tf.grading import thresholds
+from m2cnn_tf.train import checkpoints
+from m2cnn_tf.serving import export, tta
 from m2cnn_tf import model as m2cnn
-from m2cnn_tf import predictor as predictors
+from m2cnn_tf.serving import predictor as predictors
 
 RESOLUTION = 224
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
@@ -78,7 +82,7 @@ def setup(tmp_path_factory):
     model_dir = str(root / "run")
     cuts = _random_run(model_dir, images)
     export_dir = str(root / "exported")
-    serving.export_saved_model(model_dir, export_dir)
+    export.export_saved_model(model_dir, export_dir)
     return {"root": root, "model_dir": model_dir, "export_dir": export_dir, "paths": paths,
             "images": images, "cuts": cuts, "run": predictors.open_predictor(model_dir),
             "export": predictors.open_predictor(export_dir)}

@@ -25,7 +25,7 @@ def built_grades(out, manifest, resolution=224):
     """{image id: grade} of every record a build wrote at ``resolution``."""
     import tensorflow as tf
 
-    from m2cnn_tf import records
+    from m2cnn_tf.data import records
 
     built = {}
     for entry in manifest["splits"].values():
@@ -38,7 +38,7 @@ def built_grades(out, manifest, resolution=224):
 
 def error_rows(out):
     """The (file, reason) rows of a build's errors.csv (file names may not be UTF-8)."""
-    from m2cnn_tf import builder
+    from m2cnn_tf.data import builder
 
     with open(out / builder.ERRORS, newline="", encoding="utf-8",
               errors="surrogateescape") as f:
@@ -148,7 +148,7 @@ def pytest_sessionfinish(session, exitstatus):
 def data_dir(tmp_path_factory):
     """12 synthetic photographs at 224 px; the validation split is patients 0–1, all grade 2
     (a one-grade validation split, on purpose: every evaluation in the suite meets it)."""
-    from m2cnn_tf import builder, sources
+    from m2cnn_tf.data import builder, sources
 
     out = tmp_path_factory.mktemp("reliability_data") / "synthetic"
     inputs, skipped = sources.synthetic_inputs(12, seed=0, width=SYNTHETIC_WIDTH)
@@ -187,12 +187,13 @@ def train_command(cfg):
 def exported(data_dir, tmp_path_factory):
     """An untrained tiny run (ckpt-0 only) and its SavedModel export: the graph, not the
     weights, decides how hostile files are handled."""
-    from m2cnn_tf import serving, training
+    from m2cnn_tf.train import loop as training
+    from m2cnn_tf.serving import export
 
     root = tmp_path_factory.mktemp("reliability_model")
     model_dir = str(root / "run")
     training.train_and_evaluate(tiny_config(data_dir, model_dir, train_steps=0), quiet=True)
-    version = serving.export_saved_model(model_dir, str(root / "export"), checkpoint="latest")
+    version = export.export_saved_model(model_dir, str(root / "export"), checkpoint="latest")
     yield {"model_dir": model_dir, "export_dir": str(root / "export"), "version": version}
     shutil.rmtree(root, ignore_errors=True)
 

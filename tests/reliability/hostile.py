@@ -10,7 +10,8 @@ import zlib
 import cv2
 import numpy as np
 
-from m2cnn_tf import image_io, synthetic
+from m2cnn_tf.preprocess import image_io
+from m2cnn_tf.data import synthetic
 
 FUNDUS_WIDTH = 480  # small synthetic photographs keep the suite fast
 

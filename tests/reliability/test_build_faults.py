@@ -18,7 +18,8 @@ import sys
 import numpy as np
 import pytest
 
-from m2cnn_tf import builder, faults, locking, sources
+from m2cnn_tf.util import faults, locking
+from m2cnn_tf.data import builder, sources
 
 from .conftest import ENV, REPO_ROOT, SYNTHETIC_WIDTH
 from .process import stopped_or_exited

@@ -16,8 +16,9 @@ import sys
 import pytest
 import tensorflow as tf
 
-from m2cnn_tf import builder, serving
-from m2cnn_tf import predictor as predictors
+from m2cnn_tf.data import builder
+from m2cnn_tf.serving import signatures
+from m2cnn_tf.serving import predictor as predictors
 
 from . import hostile
 from .cases import FILE_COMPONENTS
@@ -110,7 +111,7 @@ def outcomes(folder, exported):
             graded, error, int(out_["grade"]) if graded else None)
 
     # serving_default, one request per file, in this process
-    signature = tf.saved_model.load(exported["version"]).signatures[serving.SERVING_SIGNATURE]
+    signature = tf.saved_model.load(exported["version"]).signatures[signatures.SERVING_SIGNATURE]
     result["serving"] = {}
     for path in paths:
         data = open(path, "rb").read()
@@ -190,7 +191,7 @@ _WORKER_SCRIPT = r"""
 import json, resource, sys
 limit = 2 << 30  # 2 GB of address space: a decoded 60000x60000 image (3.6 GB) cannot fit
 resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-from m2cnn_tf import build_worker
+from m2cnn_tf.data import build_worker
 
 def status(field):
     with open("/proc/self/status") as f:

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from m2cnn_tf import builder, sources
+from m2cnn_tf.data import builder, sources
 
 from . import hostile
 from .conftest import built_grades, error_rows

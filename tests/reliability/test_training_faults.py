@@ -14,7 +14,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from m2cnn_tf import checkpoints, faults, input_pipeline, locking, metrics, summaries, training
+from m2cnn_tf.util import faults, locking
+from m2cnn_tf.data import input_pipeline
+from m2cnn_tf.grading import metrics
+from m2cnn_tf.train import checkpoints, summaries, loop as training
 
 from .conftest import ENV, tiny_config, train_command
 from .process import stopped_or_exited

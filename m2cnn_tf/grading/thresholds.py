@@ -15,7 +15,7 @@ from typing import Sequence, Tuple
 import numpy as np
 
 from m2cnn_tf.config import NUM_GRADES
-from m2cnn_tf.metrics import quadratic_weighted_kappa
+from m2cnn_tf.grading.metrics import quadratic_weighted_kappa
 
 ROUNDING = tuple(g + 0.5 for g in range(NUM_GRADES - 1))  # (0.5, 1.5, 2.5, 3.5)
 THRESHOLDS_FILE = "thresholds.json"

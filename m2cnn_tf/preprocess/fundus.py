@@ -31,7 +31,7 @@ from typing import Dict, Iterable, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from m2cnn_tf import image_io
+from m2cnn_tf.preprocess import image_io
 from m2cnn_tf.config import PREPROCESS, PreprocessConfig
 
 _MIN_EDGE_POINTS = 24  # fewer boundary points than this cannot define a circle reliably
@@ -701,11 +701,11 @@ def write_preview(
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m m2cnn_tf.fundus --preview IMAGE... --output preview.png``."""
+    """``python -m m2cnn_tf.preprocess.fundus --preview IMAGE... --output preview.png``."""
     import argparse
 
     parser = argparse.ArgumentParser(
-        prog="python -m m2cnn_tf.fundus",
+        prog="python -m m2cnn_tf.preprocess.fundus",
         description="Fundus preprocessing preview (the paper's Fig. 3): for each photograph, the "
                     "original with the detected field of view, the centred crop, and Eq. 1 at "
                     "every size.")

@@ -12,7 +12,8 @@ from typing import Dict, Optional, Tuple
 
 import cv2
 
-from m2cnn_tf import faults, fundus, image_io, memory
+from m2cnn_tf.util import faults, memory
+from m2cnn_tf.preprocess import fundus, image_io
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +49,7 @@ def ready() -> bool:
 
 
 def _synthetic_photograph(location: str, grade: int):
-    from m2cnn_tf import synthetic  # only synthetic builds pay for importing it
+    from m2cnn_tf.data import synthetic  # only synthetic builds pay for importing it
 
     _, seed, width, eye = location.split(":")
     return synthetic.make_fundus(grade, seed=int(seed), width=int(width) or None, eye=eye).image

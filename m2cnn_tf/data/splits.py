@@ -13,7 +13,7 @@ import dataclasses
 import hashlib
 from typing import Dict, List, Sequence
 
-from m2cnn_tf.sources import InputRecord
+from m2cnn_tf.data.sources import InputRecord
 
 
 def _rank(seed: int, patient: str) -> str:

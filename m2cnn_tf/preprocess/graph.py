@@ -43,7 +43,7 @@ from typing import Dict, NamedTuple, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from m2cnn_tf import fundus, image_io
+from m2cnn_tf.preprocess import fundus, image_io
 from m2cnn_tf.config import PREPROCESS, PreprocessConfig
 
 _F32 = tf.float32

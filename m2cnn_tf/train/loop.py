@@ -32,12 +32,14 @@ from typing import Callable, Dict, Optional
 import keras
 import numpy as np
 import tensorflow as tf
-from tqdm import tqdm
 
 import m2cnn_tf
-from m2cnn_tf import (checkpoints, config, distribution, input_pipeline, locking, losses,
-                      metrics, optimizers, summaries)
-from m2cnn_tf import builder
+from m2cnn_tf import config
+from m2cnn_tf.util import locking, progress
+from m2cnn_tf.data import input_pipeline
+from m2cnn_tf.grading import metrics
+from m2cnn_tf.train import checkpoints, distribution, losses, optimizers, summaries
+from m2cnn_tf.data import builder
 from m2cnn_tf import model as m2cnn
 
 # A resumed or repeated run must agree with the first on these, or it would silently continue
@@ -476,7 +478,7 @@ def _check_same_run(previous: Dict, current: Dict, model_dir: str) -> list:
 def _log_function(chief: bool, quiet: bool) -> Callable[[str], None]:
     def log(message: str) -> None:
         if chief and not quiet:
-            tqdm.write(message, file=sys.stderr)
+            progress.write(message)
     return log
 
 
@@ -699,9 +701,8 @@ def _train_loop(c, data, state: _RunState, strategy, model_dir, log, quiet, best
     chief = state.reporter.enabled
     iterator = iter(train_data)
     window = _TrainWindow()
-    progress = tqdm(total=c.train_steps, initial=state.start_step, unit="step", file=sys.stderr,
-                    desc=f"{c.variant} {c.resolution}px", dynamic_ncols=True,
-                    disable=quiet or not chief)
+    bar = progress.progress(total=c.train_steps, initial=state.start_step, unit="step",
+                            desc=f"{c.variant} {c.resolution}px", quiet=quiet or not chief)
     step, last_eval = state.start_step, None
     try:
         while step < c.train_steps:
@@ -714,8 +715,8 @@ def _train_loop(c, data, state: _RunState, strategy, model_dir, log, quiet, best
                 _stop_on_non_finite(step, terms, model_dir, state.reporter)
             window.add(terms, {k: v.numpy() for k, v in statistics.items()}, global_batch,
                        seconds)
-            progress.update(1)
-            progress.set_postfix(loss=f"{terms[losses.TOTAL]:.4f}",
+            bar.update(1)
+            bar.set_postfix(loss=f"{terms[losses.TOTAL]:.4f}",
                                  img_s=f"{global_batch / seconds:.1f}")
             if step % c.log_every_steps == 0 or step == c.train_steps:
                 _log_train_window(step, window, state.multi, state.optimizer, state.reporter)
@@ -725,7 +726,7 @@ def _train_loop(c, data, state: _RunState, strategy, model_dir, log, quiet, best
                 last_eval, best_record = _run_eval(step, eval_function, eval_data,
                                                    state.reporter, state.keeper, best_record, log)
     finally:
-        progress.close()
+        bar.close()
         # A live training iterator (augmentation runs in tf.numpy_function) aborts the
         # interpreter at exit; release it while the process is still healthy.
         del iterator

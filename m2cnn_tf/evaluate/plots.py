@@ -9,24 +9,42 @@ numbers with their intervals and links the PNGs.
 from __future__ import annotations
 
 import dataclasses
-import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
-from m2cnn_tf import stats
+from m2cnn_tf.grading import stats
+
 
 # Plot geometry in pixels (unit square of data inside the margins) and colours (RGB).
 WIDTH, HEIGHT = 640, 560
+
+
 MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 80, 28, 48, 64
+
+
 TICKS = np.linspace(0.0, 1.0, 6)
+
+
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
 _TEXT = (30, 30, 30)
+
+
 _GRID = (228, 228, 228)
+
+
 _AXIS = (90, 90, 90)
+
+
 _REFERENCE = (150, 150, 150)
+
+
 BLUE, ORANGE, RED, GREY_BAR = (31, 119, 180), (255, 127, 14), (214, 39, 40), (200, 210, 225)
+
+
 _DASH = 8  # dash and gap length of dashed reference lines
 
 
@@ -221,89 +239,3 @@ def calibration_image(table: stats.Calibration,
                               line=False, patch=True))
     plot.draw_legend("top_left")
     return plot.image
-
-
-def _pct(value) -> str:
-    return "n/a" if value is None else f"{value:.1%}"
-
-
-def _num(value, digits: int = 4) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
-
-
-def _interval(entry: Optional[Dict], digits: int = 4) -> str:
-    if not entry:
-        return "n/a"
-    return (f"{entry['point']:.{digits}f} ({entry['confidence']:.0%} CI "
-            f"{entry['low']:.{digits}f}–{entry['high']:.{digits}f})")
-
-
-def markdown(report: Dict, images: Dict[str, str], title: str = "") -> str:
-    """report.md: the headline numbers with their intervals, then the pictures.
-
-    Args:
-      report: ``evaluation.evaluate_arrays`` output (plus what evaluate.py adds).
-      images: picture name → file name relative to report.md (confusion_score,
-        confusion_probabilities, roc, calibration; any may be missing).
-      title: the evaluated split's name.
-    """
-    lines = [f"# Evaluation{f': {title}' if title else ''}", ""]
-    for key, label in (("model", "Model"), ("data", "Data"), ("split", "Split")):
-        if report.get(key):
-            lines.append(f"- **{label}:** `{report[key]}`")
-    lines.append(f"- **Images:** {report['count']} (grades 0/1/2/3/4: "
-                 f"{'/'.join(map(str, report['grade_counts']))})")
-    if report.get("num_patients"):
-        lines.append(f"- **Patients:** {report['num_patients']} (intervals resample patients, "
-                     "both eyes together)")
-    lines.append(f"- **Score thresholds:** {', '.join(f'{t:.3f}' for t in report['thresholds'])}")
-    tta = report.get("tta")
-    if tta:
-        lines.append(f"- **Test-time augmentation:** {tta['views']} views "
-                     f"({', '.join(tta['view_names'])}); score spread over views (std) mean "
-                     f"{_num(tta.get('score_std_mean'), 3)}, 95th percentile "
-                     f"{_num(tta.get('score_std_p95'), 3)}")
-    if report.get("skipped"):
-        lines.append(f"- **Skipped:** {len(report['skipped'])} file(s) (listed in report.json)")
-    lines += ["", "## Grading", "",
-              "| grade from | quadratic kappa | accuracy | referable sensitivity | "
-              "referable specificity |", "|---|---|---|---|---|"]
-    for how, label in (("score", "score (thresholds)"), ("probabilities", "probabilities")):
-        r = report[how]
-        kappa = _interval(r.get("kappa_interval")) if r.get("kappa_interval") else _num(r["kappa"])
-        lines.append(f"| {label} | {kappa} | {_pct(r['accuracy'])} | "
-                     f"{_pct(r['referable_sensitivity'])} | {_pct(r['referable_specificity'])} |")
-    recall = report["score"]["recall_per_grade"]
-    lines += ["", "Recall per grade (score): " + ", ".join(
-        f"{g}: {_pct(v)}" for g, v in enumerate(recall)), ""]
-    referable = report.get("referable")
-    if referable:
-        lines += ["## Referable DR (grade ≥ 2)", "",
-                  f"- ROC AUC of the score: {_interval(referable.get('auc_interval'))}"
-                  if referable.get("auc_interval") else
-                  f"- ROC AUC of the score: {_num(referable.get('auc'))}",
-                  f"- ROC AUC of P(grade ≥ 2): {_num(referable.get('auc_probabilities'))}",
-                  f"- At the fitted cut between grades 1 and 2 (score > "
-                  f"{_num(referable.get('threshold'), 3)}): sensitivity "
-                  f"{_pct(referable.get('sensitivity'))}, specificity "
-                  f"{_pct(referable.get('specificity'))}"]
-        if report.get("calibration"):
-            lines.append(f"- Expected calibration error of P(grade ≥ 2): "
-                         f"{_num(report['calibration']['expected_calibration_error'], 3)}")
-        lines.append("")
-    for key, caption in (("confusion_score", "Confusion matrix, grade from the score"),
-                         ("confusion_probabilities", "Confusion matrix, grade from the "
-                                                     "probabilities"),
-                         ("roc", "Referable-DR ROC curve"),
-                         ("calibration", "Reliability (calibration) of P(grade ≥ 2)")):
-        if images.get(key):
-            lines += [f"### {caption}", "", f"![{caption}]({images[key]})", ""]
-    return "\n".join(lines)
-
-
-def write_text(path: str, text: str) -> None:
-    """Writes text through a temporary name (no half file on an interruption)."""
-    tmp = f"{path}.incomplete"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)

@@ -29,8 +29,8 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from m2cnn_tf import predictor as predictors
-from m2cnn_tf import thresholds
+from m2cnn_tf.serving import predictor as predictors
+from m2cnn_tf.grading import thresholds
 
 
 @dataclasses.dataclass(frozen=True)

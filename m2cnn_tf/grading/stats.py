@@ -20,7 +20,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from m2cnn_tf import metrics
+from m2cnn_tf.grading import metrics
 from m2cnn_tf.config import NUM_GRADES
 
 REFERABLE_GRADE = 2  # moderate NPDR or worse: the usual referral threshold in DR screening

@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
-from m2cnn_tf import faults
+from m2cnn_tf.util import faults
 
 
 METRICS_JSONL = "metrics.jsonl"

@@ -31,9 +31,11 @@ import random
 import sys
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence
 
-from m2cnn_tf import __version__, build_worker, faults, locking, records, splits
+from m2cnn_tf import __version__
+from m2cnn_tf.util import faults, locking, progress
+from m2cnn_tf.data import build_worker, records, splits
 from m2cnn_tf.config import BUILDER, NUM_GRADES, PREPROCESS, BuilderConfig, PreprocessConfig
-from m2cnn_tf.sources import SPLITS, InputRecord, SkippedInput
+from m2cnn_tf.data.sources import SPLITS, InputRecord, SkippedInput
 
 MANIFEST = "manifest.json"
 ERRORS = "errors.csv"
@@ -222,13 +224,9 @@ class _ShardWriter:
 
 
 def _progress(total: int, initial: int, quiet: bool):
-    from tqdm import tqdm
-
-    interactive = sys.stderr.isatty()
-    return tqdm(total=total, initial=initial, unit="img", desc="building", disable=quiet,
-                dynamic_ncols=True, file=sys.stderr, mininterval=0.2 if interactive else 15,
-                bar_format="{desc}: {n_fmt}/{total_fmt} images |{bar}| {rate_fmt} "
-                           "[{elapsed}<{remaining}]{postfix}")
+    return progress.progress(total=total, initial=initial, unit="img", desc="building",
+                             quiet=quiet, bar_format="{desc}: {n_fmt}/{total_fmt} images |{bar}| "
+                                                     "{rate_fmt} [{elapsed}<{remaining}]{postfix}")
 
 
 def _tasks(shards: Iterable[Shard], settings: BuildSettings, payloads: Dict[str, bytes]

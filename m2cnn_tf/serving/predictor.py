@@ -7,7 +7,7 @@
 - for a training run (``--model_dir``), the Keras model is rebuilt from its best checkpoint and
   photographs are preprocessed in Python by ``fundus.load_normalized`` — the builder's own path.
 
-Both give the serving outputs (``serving.OUTPUTS``) as NumPy arrays, and both turn an unreadable
+Both give the serving outputs (``signatures.OUTPUTS``) as NumPy arrays, and both turn an unreadable
 file into an error for that file alone. ``normalized_files`` gives the normalised discs
 themselves (the model's input), each predictor by its own preprocessing — the export's in-graph
 twin, with the constants it was exported with, or the builder's OpenCV code — so that anything
@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import os
 import dataclasses
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
 
-from m2cnn_tf import checkpoints, fundus, graph_preprocess, image_io, serving, thresholds
+from m2cnn_tf.preprocess import fundus, graph as graph_preprocess, image_io
+from m2cnn_tf.grading import thresholds
+from m2cnn_tf.train import checkpoints
+from m2cnn_tf.serving import signatures
 from m2cnn_tf.config import PreprocessConfig
 
 FileResult = Tuple[str, Optional[Dict[str, np.ndarray]], Optional[str]]  # path, outputs, error
@@ -51,7 +54,7 @@ def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
 
 def mask_not_found(outputs: Dict[str, np.ndarray], found) -> Dict[str, np.ndarray]:
     """The serving convention for photographs without a fundus, in NumPy: grades −1, score and
-    probabilities NaN, ``fundus_found`` False (``serving.model_outputs`` does it in the graph)."""
+    probabilities NaN, ``fundus_found`` False (``signatures.model_outputs`` does it in the graph)."""
     found = np.asarray(found, bool)
     outputs = dict(outputs)
     for key, value in outputs.items():
@@ -62,7 +65,7 @@ def mask_not_found(outputs: Dict[str, np.ndarray], found) -> Dict[str, np.ndarra
         elif np.issubdtype(value.dtype, np.floating):
             outputs[key] = np.where(where, value, np.nan).astype(value.dtype)
         elif np.issubdtype(value.dtype, np.integer):
-            outputs[key] = np.where(where, value, serving.NOT_GRADED).astype(value.dtype)
+            outputs[key] = np.where(where, value, signatures.NOT_GRADED).astype(value.dtype)
     return outputs
 
 
@@ -118,13 +121,13 @@ class ExportPredictor(Predictor):
     """A loaded SavedModel export."""
 
     def __init__(self, path: str):
-        self.path = serving.resolve_export(path)
+        self.path = signatures.resolve_export(path)
         self.loaded = tf.saved_model.load(self.path)
-        self.metadata = serving.read_metadata(self.path)
+        self.metadata = signatures.read_metadata(self.path)
         self.resolution = int(self.metadata["resolution"])
         self.description = f"export {self.path}"
-        self._bytes = self.loaded.signatures[serving.SERVING_SIGNATURE]
-        self._normalized = self.loaded.signatures[serving.NORMALIZED_SIGNATURE]
+        self._bytes = self.loaded.signatures[signatures.SERVING_SIGNATURE]
+        self._normalized = self.loaded.signatures[signatures.NORMALIZED_SIGNATURE]
         # The preprocessing constants the export was made with (its metadata), so that
         # ``normalized_files`` gives what its serving_default signature feeds the model.
         known = {f.name for f in dataclasses.fields(PreprocessConfig)}
@@ -133,7 +136,7 @@ class ExportPredictor(Predictor):
 
     def predict_normalized(self, images, found=None):
         images = tf.convert_to_tensor(np.asarray(images, np.uint8))
-        outputs = _numpy(self._normalized(**{serving.NORMALIZED_INPUT: images}))
+        outputs = _numpy(self._normalized(**{signatures.NORMALIZED_INPUT: images}))
         return outputs if found is None else mask_not_found(outputs, found)
 
     def _read(self, chunk) -> Tuple[List[Tuple[str, bytes]], Dict[str, str]]:
@@ -179,7 +182,7 @@ class ExportPredictor(Predictor):
             yield NormalizedChunk(list(chunk), [p for p, _ in readable], images, found, errors)
 
     def predict_bytes(self, encoded: List[bytes]) -> Dict[str, np.ndarray]:
-        return _numpy(self._bytes(**{serving.BYTES_INPUT: tf.constant(encoded, tf.string)}))
+        return _numpy(self._bytes(**{signatures.BYTES_INPUT: tf.constant(encoded, tf.string)}))
 
     def predict_files(self, paths, batch_size=8):
         """Through the serving_default signature: the raw bytes go in, as TF Serving gets them."""
@@ -215,7 +218,7 @@ class ModelDirPredictor(Predictor):
         self.description = f"model_dir {model_dir} ({os.path.basename(info['checkpoint'])})"
         self._cuts = tf.constant(cuts, tf.float32)
         self._predict = tf.function(
-            lambda images, found: serving.model_outputs(self.model, images, self._cuts, found),
+            lambda images, found: signatures.model_outputs(self.model, images, self._cuts, found),
             reduce_retracing=True)
 
     def predict_normalized(self, images, found=None):
@@ -242,30 +245,9 @@ class ModelDirPredictor(Predictor):
             yield NormalizedChunk(list(chunk), ok, stacked, np.ones(len(ok), bool), errors)
 
 
-EXPORT, TRAINING_RUN = "export", "training run"
-
-
-def model_kind(path: str) -> str:
-    """``EXPORT`` or ``TRAINING_RUN`` for a ``--model`` path.
-
-    Raises:
-        FileNotFoundError: ``path`` is neither, naming what it holds (or that it is absent).
-    """
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"--model={path} does not exist")
-    if serving.is_export(path):
-        return EXPORT
-    if os.path.isfile(os.path.join(path, checkpoints.CONFIG_JSON)):
-        return TRAINING_RUN
-    contents = ", ".join(sorted(os.listdir(path))[:10]) if os.path.isdir(path) else "a file"
-    raise FileNotFoundError(f"--model={path} is neither an export (saved_model.pb or integer "
-                            f"version folders) nor a training run (config.json); it holds: "
-                            f"{contents}")
-
-
 def open_predictor(path: str, checkpoint: str = checkpoints.BEST) -> Predictor:
     """An export (a version folder or a base path) or a training run's folder."""
-    if model_kind(path) == EXPORT:
+    if signatures.model_kind(path) == signatures.EXPORT:
         return ExportPredictor(path)
     return ModelDirPredictor(path, checkpoint)
 
@@ -290,9 +272,3 @@ def list_images(spec: str) -> List[str]:
     if not paths:
         raise FileNotFoundError(f"--images={spec!r} names no image")
     return paths
-
-
-def iter_with_progress(items: Iterable, total: int, description: str, quiet: bool = False):
-    from tqdm import tqdm
-
-    return tqdm(items, total=total, desc=description, unit="img", disable=quiet)

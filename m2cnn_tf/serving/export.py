@@ -1,28 +1,12 @@
 """Export a trained M²CNN as a TF Serving SavedModel that takes a raw fundus photograph.
 
 Every public DR code base preprocesses offline and ships bare weights, so serving drifts from
-training. This export carries the preprocessing inside the graph (``graph_preprocess``, the
-TensorFlow twin of ``fundus.load_normalized``): a camera JPEG goes in, a grade comes out.
-
-Layout (TF Serving's): ``EXPORT_DIR/<version>/saved_model.pb``, ``variables/``, and
-``assets.extra/m2cnn_metadata.json`` (resolution, variant, thresholds, preprocessing constants,
-training-data checksum, validation kappa, package version). Versions are integers; a new export
-takes one above the highest present and never overwrites one.
-
-Signatures:
-  serving_default(image_bytes: string [None]) — raw JPEG/PNG files, preprocessed in the graph;
-  predict_normalized(images: uint8 [None, r, r, 3]) — images already normalised at r.
-Both return ``probabilities`` [None, 5], ``score`` [None], ``grade`` [None] int32 (the score cut
-by the exported thresholds), ``grade_from_probabilities`` [None] int32 and ``fundus_found``
-[None] bool. A photograph in which no fundus is found is not an error (one bad photograph must
-not fail a batch): its ``fundus_found`` is False, both grades are −1 and ``score`` and
-``probabilities`` are NaN.
-  explain_normalized(images: uint8 [None, r, r, 3]) — Grad-CAM maps of normalised images
-(``explain.OUTPUTS``; ``python explain.py``).
-  grade_patient(left_image_bytes, right_image_bytes: string [None]) — only when the run has a
-two-eye fusion head (``fuse.py``): both photographs of B patients, each eye graded knowing the
-other (``fusion.PATIENT_OUTPUTS``: ``left_*`` / ``right_*`` as above plus ``*_fused``); an eye
-whose partner has no fundus keeps its per-eye grade.
+training. This export carries the preprocessing inside the graph (``preprocess.graph``, the
+TensorFlow twin of ``fundus.load_normalized``): a camera JPEG goes in, a grade comes out. The
+signatures, their inputs and outputs are the contract in ``serving.signatures``; this module
+writes them: ``assets.extra/m2cnn_metadata.json`` records resolution, variant, thresholds,
+preprocessing constants, training-data checksum, validation kappa and package version. A new
+export takes the version one above the highest present and never overwrites one.
 """
 
 from __future__ import annotations
@@ -30,58 +14,25 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 import shutil
-from typing import Dict, Optional, Sequence
+from typing import Optional, Sequence
 
 import keras
 import tensorflow as tf
 
-from m2cnn_tf import __version__, checkpoints, graph_preprocess, thresholds
-from m2cnn_tf.config import NUM_GRADES, PREPROCESS
-
-SERVING_SIGNATURE = "serving_default"
-NORMALIZED_SIGNATURE = "predict_normalized"
-EXPLAIN_SIGNATURE = "explain_normalized"  # Grad-CAM maps (m2cnn_tf.explain) of normalised images
-# Both eyes of B patients through the two-eye fusion head (m2cnn_tf.fusion), when the run has one.
-PATIENT_SIGNATURE = "grade_patient"
-PATIENT_INPUTS = ("left_image_bytes", "right_image_bytes")
-BYTES_INPUT = "image_bytes"
-NORMALIZED_INPUT = "images"
-OUTPUTS = ("probabilities", "score", "grade", "grade_from_probabilities", "fundus_found")
-METADATA_DIR = "assets.extra"  # TF Serving's place for files that travel with a model
-METADATA_FILE = "m2cnn_metadata.json"
-NOT_GRADED = -1  # grade of a photograph without a fundus
+from m2cnn_tf import __version__, explain, fusion
+from m2cnn_tf.config import PREPROCESS
+from m2cnn_tf.grading import thresholds
+from m2cnn_tf.preprocess import graph as graph_preprocess
+from m2cnn_tf.serving.signatures import (BYTES_INPUT, EXPLAIN_SIGNATURE, METADATA_DIR,
+                                         METADATA_FILE, NORMALIZED_INPUT, NORMALIZED_SIGNATURE,
+                                         OUTPUTS, PATIENT_INPUTS, PATIENT_SIGNATURE,
+                                         SERVING_SIGNATURE, existing_versions, model_outputs)
+from m2cnn_tf.train import checkpoints
 
 
 class ExportError(RuntimeError):
     """The export cannot be written; the message says why."""
-
-
-def model_outputs(model: keras.Model, images: tf.Tensor, cuts: tf.Tensor,
-                  found: Optional[tf.Tensor] = None) -> Dict[str, tf.Tensor]:
-    """The serving outputs for a batch of normalised images (see the module docstring)."""
-    def run():
-        out = model(images, training=False)
-        return tf.cast(out["logits"], tf.float32), tf.cast(out["score"], tf.float32)
-
-    def nothing():  # oneDNN's batch norm fails on an empty batch; TF Serving may send one
-        return tf.zeros([0, NUM_GRADES], tf.float32), tf.zeros([0], tf.float32)
-
-    logits, score = tf.cond(tf.shape(images)[0] > 0, run, nothing)
-    probabilities = tf.nn.softmax(logits, axis=-1)
-    grade = tf.reduce_sum(tf.cast(score[:, None] > cuts[None, :], tf.int32), axis=1)
-    from_probabilities = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
-    if found is None:
-        found = tf.ones_like(grade, dtype=tf.bool)
-    nan = tf.constant(float("nan"), tf.float32)
-    return {
-        "probabilities": tf.where(found[:, None], probabilities, nan),
-        "score": tf.where(found, score, nan),
-        "grade": tf.where(found, grade, NOT_GRADED),
-        "grade_from_probabilities": tf.where(found, from_probabilities, NOT_GRADED),
-        "fundus_found": found,
-    }
 
 
 def add_explain_endpoint(archive: keras.export.ExportArchive, model: keras.Model,
@@ -93,8 +44,6 @@ def add_explain_endpoint(archive: keras.export.ExportArchive, model: keras.Model
     ``pixels_score``, ``pixels_class`` [None, r, r] in 0–1, ``predicted_class``,
     ``probabilities``, ``score``, ``grade``).
     """
-    from m2cnn_tf import explain  # imported here: explain imports this module
-
     gradcam = explain.GradCam(model)
 
     def explain_normalized(images):
@@ -116,8 +65,6 @@ def add_patient_endpoint(archive: keras.export.ExportArchive, model: keras.Model
     Args:
       fusion_head: a ``fusion.FusionHead`` trained on this model's checkpoint.
     """
-    from m2cnn_tf import fusion  # imported here: fusion is needed only when a run has a head
-
     features_model = fusion.feature_model(model)
     archive.track(fusion_head.head)
     fused_cuts = tf.constant(fusion_head.thresholds, tf.float32)
@@ -163,8 +110,6 @@ def _fusion_head(model_dir: str, model: keras.Model):
     after fuse.py used best) is left out, and the metadata says why, rather than failing the
     export.
     """
-    from m2cnn_tf import fusion
-
     if not fusion.has_head(model_dir):
         return None, f"no {PATIENT_SIGNATURE}: the run has no fusion head (fuse.py)"
     try:
@@ -175,14 +120,6 @@ def _fusion_head(model_dir: str, model: keras.Model):
                   "trained_on": head.record.get("checkpoint"),
                   "kappa": head.record.get("kappa"),
                   "one_eye": "a patient with one fundus found keeps the per-eye grade"}
-
-
-def existing_versions(export_dir: str) -> list:
-    """Integer version folders under an export base directory, ascending."""
-    if not os.path.isdir(export_dir):
-        return []
-    return sorted(int(n) for n in os.listdir(export_dir)
-                  if re.fullmatch(r"\d+", n) and os.path.isdir(os.path.join(export_dir, n)))
 
 
 def export_saved_model(model_dir: str, export_dir: str, version: Optional[int] = None,
@@ -250,27 +187,3 @@ def export_saved_model(model_dir: str, export_dir: str, version: Optional[int] =
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
-
-
-def resolve_export(path: str) -> str:
-    """A version folder from either a version folder or a base path (highest version)."""
-    if os.path.isfile(os.path.join(path, "saved_model.pb")):
-        return path
-    versions = existing_versions(path)
-    if versions:
-        return os.path.join(path, str(versions[-1]))
-    raise FileNotFoundError(f"{path} is neither a SavedModel (no saved_model.pb) nor an export "
-                            "base path with integer version folders")
-
-
-def read_metadata(version_dir: str) -> Dict:
-    with open(os.path.join(version_dir, METADATA_DIR, METADATA_FILE)) as f:
-        return json.load(f)
-
-
-def is_export(path: str) -> bool:
-    try:
-        resolve_export(path)
-        return True
-    except FileNotFoundError:
-        return False

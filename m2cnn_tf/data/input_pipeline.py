@@ -22,7 +22,8 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
-from m2cnn_tf import builder, memory, records
+from m2cnn_tf.util import memory
+from m2cnn_tf.data import builder, records
 from m2cnn_tf.config import NUM_GRADES, PREPROCESS
 
 

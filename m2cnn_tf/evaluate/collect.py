@@ -1,0 +1,119 @@
+"""Grading a data set into ``Predictions``: arrays of true grades, scores and probabilities
+with image and patient ids, from built records or from raw photographs.
+
+Evaluating is two steps: ``predictions_from_records`` / ``predictions_from_images`` grade a data
+set into ``Predictions``, and ``grading.assessment.evaluate_arrays`` turns arrays into the
+report — so anything that combines predictions (per patient, say) fits between.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from m2cnn_tf.config import NUM_GRADES
+from m2cnn_tf.data import input_pipeline, sources
+from m2cnn_tf.grading import assessment
+from m2cnn_tf.util import progress
+
+Skipped = List[Dict[str, str]]  # {"file", "reason"} per input that could not be evaluated
+
+
+@dataclasses.dataclass
+class Predictions:
+    """What a model said about each image of a data set, with the truth and the ids.
+
+    ``score_std`` is the score's spread over test-time-augmentation views (None without TTA).
+    """
+
+    grades: np.ndarray  # (N,) int64 true grades
+    scores: np.ndarray  # (N,) float
+    probabilities: np.ndarray  # (N, 5)
+    image_ids: np.ndarray  # (N,) str
+    patient_ids: np.ndarray  # (N,) str: both eyes of a patient share it
+    score_std: Optional[np.ndarray] = None  # (N,) float
+
+    def __len__(self) -> int:
+        return len(self.grades)
+
+
+def _predictions(grades, scores, probabilities, image_ids, patient_ids, score_std) -> Predictions:
+    return Predictions(np.asarray(grades, np.int64), np.asarray(scores, np.float64),
+                       np.asarray(probabilities, np.float64).reshape(-1, NUM_GRADES),
+                       np.asarray(image_ids, str), np.asarray(patient_ids, str),
+                       np.asarray(score_std, np.float64) if score_std is not None else None)
+
+
+def predictions_from_records(model, data_dir: str, split: str, batch_size: int = 16,
+                             quiet: bool = False) -> Tuple[Predictions, Skipped]:
+    """Grades every image of a built split (``build_tfrecords.py`` output).
+
+    Args:
+      model: a ``predictor.Predictor`` (optionally wrapped by ``tta.wrap``).
+      data_dir, split: the data set.
+      batch_size: images per call.
+      quiet: no progress bar.
+
+    Returns:
+      (Predictions, skipped) — nothing is skipped from built records.
+    """
+    columns = {k: [] for k in ("grades", "scores", "probabilities", "image_ids", "patient_ids",
+                               "score_std")}
+    total = input_pipeline.split_size(data_dir, split)
+    dataset = input_pipeline.make_dataset(data_dir, split, model.resolution, batch_size,
+                                          training=False)
+    bar = progress.progress(total=total, desc=f"evaluating {split}", unit="img", quiet=quiet)
+    for batch in dataset:
+        outputs = model.predict_normalized(batch["image"].numpy())
+        columns["grades"].append(batch["grade"].numpy())
+        columns["scores"].append(outputs["score"])
+        columns["probabilities"].append(outputs["probabilities"])
+        columns["image_ids"] += [i.decode() for i in batch["image_id"].numpy()]
+        columns["patient_ids"] += [i.decode() for i in batch["patient_id"].numpy()]
+        if "score_std" in outputs:
+            columns["score_std"].append(outputs["score_std"])
+        bar.update(len(batch["grade"]))
+    bar.close()
+    if not columns["grades"]:
+        raise ValueError(f"the '{split}' split of {data_dir} has no image")
+    return _predictions(np.concatenate(columns["grades"]), np.concatenate(columns["scores"]),
+                        np.concatenate(columns["probabilities"]), columns["image_ids"],
+                        columns["patient_ids"],
+                        np.concatenate(columns["score_std"]) if columns["score_std"] else None), []
+
+
+def predictions_from_images(model, images_dir: str, labels_csv: str, batch_size: int = 16,
+                            quiet: bool = False) -> Tuple[Predictions, Skipped]:
+    """Grades raw photographs ``<images_dir>/<id>.jpeg`` labelled by a Kaggle-style CSV.
+
+    Patients come from the Kaggle ids ``<patient>_<left|right>`` (``sources.parse_image_id``).
+    A photograph that cannot be read or shows no fundus is skipped, with its reason.
+
+    Returns:
+      (Predictions, skipped).
+    """
+
+    inputs, skipped_inputs = sources.kaggle_inputs([images_dir], [labels_csv])
+    skipped = [{"file": s.file, "reason": s.reason} for s in skipped_inputs]
+    record_of = {r.location: r for r in inputs}
+    rows = []
+    results = progress.progress(
+        model.predict_files([r.location for r in inputs], batch_size), total=len(inputs),
+        desc="evaluating", unit="img", quiet=quiet)
+    for path, outputs, error in results:
+        if outputs is None or not bool(outputs["fundus_found"]):
+            skipped.append({"file": path, "reason": error or "no fundus found"})
+            continue
+        rows.append((record_of[path], outputs))
+    std = [o["score_std"] for _, o in rows] if rows and "score_std" in rows[0][1] else None
+    return _predictions([r.grade for r, _ in rows], [o["score"] for _, o in rows],
+                        [o["probabilities"] for _, o in rows], [r.image_id for r, _ in rows],
+                        [r.patient_id for r, _ in rows], std), skipped
+
+
+def evaluate_predictions(predictions: Predictions, cuts: Sequence[float], **kw) -> Dict:
+    """``evaluate_arrays`` of ``Predictions``, resampling its patients."""
+    return assessment.evaluate_arrays(predictions.grades, predictions.scores, predictions.probabilities,
+                           cuts, patients=predictions.patient_ids, **kw)

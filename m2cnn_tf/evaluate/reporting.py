@@ -1,0 +1,213 @@
+"""The evaluation report: terminal lines, ``report.json``, ``report.md`` with its pictures,
+and ``predictions.csv``.
+
+``report.md`` beside ``report.json`` shows the numbers with their intervals and links the PNGs
+(confusion matrices, the referable ROC curve, the reliability plot).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+
+from m2cnn_tf.config import NUM_GRADES
+from m2cnn_tf.evaluate import plots
+from m2cnn_tf.evaluate.collect import Predictions
+from m2cnn_tf.grading import stats, thresholds
+from m2cnn_tf.grading.assessment import REFERABLE_GRADE
+from m2cnn_tf.preprocess import image_io
+from m2cnn_tf.train import summaries
+
+REPORT_JSON = "report.json"
+REPORT_MD = "report.md"
+PREDICTIONS_CSV = "predictions.csv"  # one row per evaluated image, beside report.json
+
+
+def _interval_text(interval: Optional[Dict]) -> str:
+    """" (95% CI low–high)" for an ``Interval.to_dict()``, "" for none."""
+    if not interval:
+        return ""
+    return f" ({interval['confidence']:.0%} CI {interval['low']:.4f}–{interval['high']:.4f})"
+
+
+def format_report(report: Dict) -> str:
+    """A few lines for the terminal."""
+    def pct(value):
+        return "n/a" if value is None else f"{value:.1%}"
+
+    lines = [f"{report['count']} images, grades 0/1/2/3/4: "
+             + "/".join(map(str, report["grade_counts"]))]
+    for how, label in (("score", "from the score"), ("probabilities", "from probabilities")):
+        r = report[how]
+        ci = _interval_text(r.get("kappa_interval"))
+        lines.append(f"  {label:<20} kappa {r['kappa']:.4f}{ci}  accuracy {pct(r['accuracy'])}  "
+                     f"referable sens {pct(r['referable_sensitivity'])} / spec "
+                     f"{pct(r['referable_specificity'])}  recall per grade "
+                     + " ".join(pct(x) for x in r["recall_per_grade"]))
+    referable = report.get("referable")
+    if referable and referable.get("auc") is not None:
+        ci = _interval_text(referable.get("auc_interval"))
+        lines.append(f"  referable DR (grade >= 2): ROC AUC of the score {referable['auc']:.4f}"
+                     f"{ci}; at the fitted cut {referable['threshold']:.3f} sensitivity "
+                     f"{pct(referable['sensitivity'])}, specificity "
+                     f"{pct(referable['specificity'])}")
+    tta = report.get("tta")
+    if tta and tta.get("score_std_mean") is not None:
+        lines.append(f"  TTA x{tta['views']}: score std over views mean "
+                     f"{tta['score_std_mean']:.3f}, 95th percentile {tta['score_std_p95']:.3f}")
+    lines.append("  confusion (score; rows true 0–4, columns predicted 0–4):")
+    for g, row in enumerate(report["score"]["confusion"]):
+        lines.append(f"    {g}: " + " ".join(f"{n:>5}" for n in row))
+    return "\n".join(lines)
+
+
+def predictions_csv(predictions: Predictions, cuts: Sequence[float]) -> str:
+    """One CSV row per image: ids, true grade, both predicted grades, score (and its TTA spread),
+    probabilities."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    std = predictions.score_std
+    writer.writerow(["image_id", "patient_id", "grade", "grade_from_score",
+                     "grade_from_probabilities", "score"] + (["score_std"] if std is not None
+                                                             else [])
+                    + [f"p{g}" for g in range(NUM_GRADES)])
+    from_score = thresholds.apply_thresholds(predictions.scores, cuts)
+    from_probabilities = predictions.probabilities.argmax(axis=1)
+    for i in range(len(predictions)):
+        writer.writerow([predictions.image_ids[i], predictions.patient_ids[i],
+                         int(predictions.grades[i]), int(from_score[i]),
+                         int(from_probabilities[i]), f"{predictions.scores[i]:.4f}"]
+                        + ([f"{std[i]:.4f}"] if std is not None else [])
+                        + [f"{p:.4f}" for p in predictions.probabilities[i]])
+    return buffer.getvalue()
+
+
+def write_report(report: Dict, output_dir: str, title: str = "",
+                 predictions: Optional[Predictions] = None) -> Dict[str, str]:
+    """Writes ``report.json``, ``report.md`` and the pictures; returns their paths.
+
+    Always: the confusion matrices (``confusion_score.png``, ``confusion_probabilities.png``).
+    With ``predictions`` (the arrays the report was computed from) also the referable ROC curve
+    (``roc.png``), the reliability plot (``calibration.png``) and ``predictions.csv``.
+    Every file is written under a temporary name and renamed.
+    """
+    os.makedirs(output_dir, exist_ok=True)
+    paths = {}
+    for how in ("score", "probabilities"):
+        image = summaries.confusion_matrix_image(report[how]["confusion"],
+                                                 f"{title} grade from {how}".strip())
+        paths[f"confusion_{how}"] = os.path.join(output_dir, f"confusion_{how}.png")
+        image_io.write_png(paths[f"confusion_{how}"], image)
+    if predictions is not None and len(predictions):
+        cuts = report["thresholds"]
+        screening = stats.sensitivity_specificity(
+            predictions.grades, thresholds.apply_thresholds(predictions.scores, cuts))
+        paths["roc"] = os.path.join(output_dir, "roc.png")
+        image_io.write_png(paths["roc"], plots.roc_image(
+            predictions.grades, predictions.scores,
+            stats.referable_probability(predictions.probabilities), screening,
+            f"{title} referable DR (grade >= 2): ROC".strip()))
+        table = stats.calibration(predictions.grades >= REFERABLE_GRADE, np.clip(
+            stats.referable_probability(predictions.probabilities), 0, 1))
+        paths["calibration"] = os.path.join(output_dir, "calibration.png")
+        image_io.write_png(paths["calibration"], plots.calibration_image(
+            table, f"{title} reliability of P(grade >= 2)".strip()))
+        paths["predictions"] = os.path.join(output_dir, PREDICTIONS_CSV)
+        write_text(paths["predictions"], predictions_csv(predictions, cuts))
+    paths["markdown"] = os.path.join(output_dir, REPORT_MD)
+    images = {k: os.path.basename(v) for k, v in paths.items() if v.endswith(".png")}
+    write_text(paths["markdown"], markdown(report, images, title))
+    paths["report"] = os.path.join(output_dir, REPORT_JSON)
+    write_text(paths["report"], json.dumps(report, indent=2))
+    return paths
+
+
+def _pct(value) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def _num(value, digits: int = 4) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _interval(entry: Optional[Dict], digits: int = 4) -> str:
+    if not entry:
+        return "n/a"
+    return (f"{entry['point']:.{digits}f} ({entry['confidence']:.0%} CI "
+            f"{entry['low']:.{digits}f}–{entry['high']:.{digits}f})")
+
+
+def markdown(report: Dict, images: Dict[str, str], title: str = "") -> str:
+    """report.md: the headline numbers with their intervals, then the pictures.
+
+    Args:
+      report: ``evaluation.evaluate_arrays`` output (plus what evaluate.py adds).
+      images: picture name → file name relative to report.md (confusion_score,
+        confusion_probabilities, roc, calibration; any may be missing).
+      title: the evaluated split's name.
+    """
+    lines = [f"# Evaluation{f': {title}' if title else ''}", ""]
+    for key, label in (("model", "Model"), ("data", "Data"), ("split", "Split")):
+        if report.get(key):
+            lines.append(f"- **{label}:** `{report[key]}`")
+    lines.append(f"- **Images:** {report['count']} (grades 0/1/2/3/4: "
+                 f"{'/'.join(map(str, report['grade_counts']))})")
+    if report.get("num_patients"):
+        lines.append(f"- **Patients:** {report['num_patients']} (intervals resample patients, "
+                     "both eyes together)")
+    lines.append(f"- **Score thresholds:** {', '.join(f'{t:.3f}' for t in report['thresholds'])}")
+    tta = report.get("tta")
+    if tta:
+        lines.append(f"- **Test-time augmentation:** {tta['views']} views "
+                     f"({', '.join(tta['view_names'])}); score spread over views (std) mean "
+                     f"{_num(tta.get('score_std_mean'), 3)}, 95th percentile "
+                     f"{_num(tta.get('score_std_p95'), 3)}")
+    if report.get("skipped"):
+        lines.append(f"- **Skipped:** {len(report['skipped'])} file(s) (listed in report.json)")
+    lines += ["", "## Grading", "",
+              "| grade from | quadratic kappa | accuracy | referable sensitivity | "
+              "referable specificity |", "|---|---|---|---|---|"]
+    for how, label in (("score", "score (thresholds)"), ("probabilities", "probabilities")):
+        r = report[how]
+        kappa = _interval(r.get("kappa_interval")) if r.get("kappa_interval") else _num(r["kappa"])
+        lines.append(f"| {label} | {kappa} | {_pct(r['accuracy'])} | "
+                     f"{_pct(r['referable_sensitivity'])} | {_pct(r['referable_specificity'])} |")
+    recall = report["score"]["recall_per_grade"]
+    lines += ["", "Recall per grade (score): " + ", ".join(
+        f"{g}: {_pct(v)}" for g, v in enumerate(recall)), ""]
+    referable = report.get("referable")
+    if referable:
+        lines += ["## Referable DR (grade ≥ 2)", "",
+                  f"- ROC AUC of the score: {_interval(referable.get('auc_interval'))}"
+                  if referable.get("auc_interval") else
+                  f"- ROC AUC of the score: {_num(referable.get('auc'))}",
+                  f"- ROC AUC of P(grade ≥ 2): {_num(referable.get('auc_probabilities'))}",
+                  f"- At the fitted cut between grades 1 and 2 (score > "
+                  f"{_num(referable.get('threshold'), 3)}): sensitivity "
+                  f"{_pct(referable.get('sensitivity'))}, specificity "
+                  f"{_pct(referable.get('specificity'))}"]
+        if report.get("calibration"):
+            lines.append(f"- Expected calibration error of P(grade ≥ 2): "
+                         f"{_num(report['calibration']['expected_calibration_error'], 3)}")
+        lines.append("")
+    for key, caption in (("confusion_score", "Confusion matrix, grade from the score"),
+                         ("confusion_probabilities", "Confusion matrix, grade from the "
+                                                     "probabilities"),
+                         ("roc", "Referable-DR ROC curve"),
+                         ("calibration", "Reliability (calibration) of P(grade ≥ 2)")):
+        if images.get(key):
+            lines += [f"### {caption}", "", f"![{caption}]({images[key]})", ""]
+    return "\n".join(lines)
+
+
+def write_text(path: str, text: str) -> None:
+    """Writes text through a temporary name (no half file on an interruption)."""
+    tmp = f"{path}.incomplete"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)

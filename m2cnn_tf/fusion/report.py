@@ -1,0 +1,83 @@
+"""Per-eye against fused kappa, with bootstrap intervals over patients, and their text."""
+
+from __future__ import annotations
+
+from typing import Dict
+
+import numpy as np
+
+from m2cnn_tf.grading import assessment, stats
+
+
+def kappas(predictions: Dict[str, np.ndarray]) -> Dict:
+    """Per-eye and fused quadratic kappa of ``fuse`` output (all images), and counts."""
+    grades = predictions["grade"]
+    return {"images": int(len(grades)), "paired_images": int(predictions["paired"].sum()),
+            "patients": int(len(set(predictions["patient_id"]))),
+            "kappa_per_eye": assessment.grade_report(grades, predictions["per_eye_grade"])["kappa"],
+            "kappa_fused": assessment.grade_report(grades, predictions["fused_grade"])["kappa"]}
+
+
+def format_kappas(record: Dict) -> str:
+    """One line per split: per-eye and fused kappa."""
+    lines = []
+    for split, k in record["kappa"].items():
+        lines.append(f"  {split:<11} {k['images']:>5} images ({k['paired_images']} with both "
+                     f"eyes, {k['patients']} patients)  kappa per eye {k['kappa_per_eye']:.4f}"
+                     f"  fused {k['kappa_fused']:.4f}")
+    return "\n".join(lines)
+
+
+def interval_report(predictions: Dict[str, np.ndarray], **kw) -> Dict:
+    """Per-eye and fused kappa side by side, with bootstrap intervals over patients.
+
+    Args:
+      predictions: ``fuse`` / ``evaluate_split`` output.
+      **kw: ``num_resamples``, ``confidence``, ``seed`` of ``stats.bootstrap_interval``;
+        ``num_resamples=0`` gives the kappas without intervals (``low``, ``high`` None).
+
+    Returns:
+      ``{"per_eye", "fused", "difference": {"kappa", "low", "high"}, "images", "paired_images",
+      "patients", "num_resamples", "confidence"}``; ``difference`` is fused − per-eye, resampled
+      paired (the same patients for both), so its interval says whether fusion helped.
+    """
+    grades = np.asarray(predictions["grade"], np.int64)
+    patients = np.asarray(predictions["patient_id"]).astype(str)
+    if kw.get("num_resamples", 1) == 0:
+        summary = kappas(predictions)
+        point = {"per_eye": summary["kappa_per_eye"], "fused": summary["kappa_fused"]}
+        point["difference"] = point["fused"] - point["per_eye"]
+        return {**{k: {"kappa": v, "low": None, "high": None} for k, v in point.items()},
+                "images": summary["images"], "paired_images": summary["paired_images"],
+                "patients": summary["patients"], "num_resamples": 0,
+                "confidence": kw.get("confidence", stats.CONFIDENCE)}
+    result = {}
+    for name in ("per_eye", "fused"):
+        interval = stats.kappa_interval(grades, predictions[f"{name}_grade"], patients=patients,
+                                        **kw)
+        result[name] = {"kappa": interval.point, "low": interval.low, "high": interval.high}
+    difference = stats.bootstrap_interval(
+        lambda g, a, b: stats.quadratic_kappa(g, b) - stats.quadratic_kappa(g, a),
+        [grades, predictions["per_eye_grade"], predictions["fused_grade"]], groups=patients,
+        **kw)
+    result["difference"] = {"kappa": difference.point, "low": difference.low,
+                            "high": difference.high}
+    result.update(images=int(len(grades)), paired_images=int(predictions["paired"].sum()),
+                  patients=int(len(set(patients))), num_resamples=difference.num_resamples,
+                  confidence=difference.confidence)
+    return result
+
+
+def format_interval_report(report: Dict) -> str:
+    """A few lines for the terminal: per-eye, fused and the difference with their intervals."""
+    lines = [f"two-eye fusion: {report['images']} images ({report['paired_images']} with both "
+             f"eyes) of {report['patients']} patients"
+             + (f"; {report['confidence']:.0%} bootstrap intervals over patients "
+                f"({report['num_resamples']} resamples)" if report["num_resamples"] else "")]
+    for key, label in (("per_eye", "per-eye kappa"), ("fused", "fused kappa"),
+                       ("difference", "fused − per-eye")):
+        r = report[key]
+        sign = "+" if key == "difference" else ""
+        lines.append(f"  {label:<16} {r['kappa']:{sign}.4f}" + (
+            f"  [{r['low']:{sign}.4f}, {r['high']:{sign}.4f}]" if r["low"] is not None else ""))
+    return "\n".join(lines)

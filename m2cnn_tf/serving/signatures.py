@@ -1,0 +1,148 @@
+"""The export's contract: signature and input names, the serving outputs, finding an export.
+
+What every reader of an export needs (``predictor``, ``explainer``, ``tta``, evaluate.py) and
+what the writer (``serving.export``) promises, kept apart from the writer so that readers do not
+import the graphs the writer assembles (Grad-CAM, two-eye fusion).
+
+Layout (TF Serving's): ``EXPORT_DIR/<version>/saved_model.pb``, ``variables/``, and
+``assets.extra/m2cnn_metadata.json``. Versions are integers.
+
+Signatures:
+  serving_default(image_bytes: string [None]) — raw JPEG/PNG files, preprocessed in the graph;
+  predict_normalized(images: uint8 [None, r, r, 3]) — images already normalised at r.
+Both return ``probabilities`` [None, 5], ``score`` [None], ``grade`` [None] int32 (the score cut
+by the exported thresholds), ``grade_from_probabilities`` [None] int32 and ``fundus_found``
+[None] bool. A photograph in which no fundus is found is not an error (one bad photograph must
+not fail a batch): its ``fundus_found`` is False, both grades are −1 and ``score`` and
+``probabilities`` are NaN.
+  explain_normalized(images: uint8 [None, r, r, 3]) — Grad-CAM maps of normalised images
+(``explain.OUTPUTS``; ``python explain.py``).
+  grade_patient(left_image_bytes, right_image_bytes: string [None]) — only when the run has a
+two-eye fusion head (``fuse.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Dict, Optional
+
+import keras
+import tensorflow as tf
+
+from m2cnn_tf.config import NUM_GRADES
+from m2cnn_tf.train import checkpoints
+
+
+SERVING_SIGNATURE = "serving_default"
+
+
+NORMALIZED_SIGNATURE = "predict_normalized"
+
+
+EXPLAIN_SIGNATURE = "explain_normalized"  # Grad-CAM maps (m2cnn_tf.explain) of normalised images
+
+
+# Both eyes of B patients through the two-eye fusion head (m2cnn_tf.fusion), when the run has one.
+PATIENT_SIGNATURE = "grade_patient"
+
+
+PATIENT_INPUTS = ("left_image_bytes", "right_image_bytes")
+
+
+BYTES_INPUT = "image_bytes"
+
+
+NORMALIZED_INPUT = "images"
+
+
+OUTPUTS = ("probabilities", "score", "grade", "grade_from_probabilities", "fundus_found")
+
+
+METADATA_DIR = "assets.extra"  # TF Serving's place for files that travel with a model
+
+
+METADATA_FILE = "m2cnn_metadata.json"
+
+
+NOT_GRADED = -1  # grade of a photograph without a fundus
+
+
+def model_outputs(model: keras.Model, images: tf.Tensor, cuts: tf.Tensor,
+                  found: Optional[tf.Tensor] = None) -> Dict[str, tf.Tensor]:
+    """The serving outputs for a batch of normalised images (see the module docstring)."""
+    def run():
+        out = model(images, training=False)
+        return tf.cast(out["logits"], tf.float32), tf.cast(out["score"], tf.float32)
+
+    def nothing():  # oneDNN's batch norm fails on an empty batch; TF Serving may send one
+        return tf.zeros([0, NUM_GRADES], tf.float32), tf.zeros([0], tf.float32)
+
+    logits, score = tf.cond(tf.shape(images)[0] > 0, run, nothing)
+    probabilities = tf.nn.softmax(logits, axis=-1)
+    grade = tf.reduce_sum(tf.cast(score[:, None] > cuts[None, :], tf.int32), axis=1)
+    from_probabilities = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+    if found is None:
+        found = tf.ones_like(grade, dtype=tf.bool)
+    nan = tf.constant(float("nan"), tf.float32)
+    return {
+        "probabilities": tf.where(found[:, None], probabilities, nan),
+        "score": tf.where(found, score, nan),
+        "grade": tf.where(found, grade, NOT_GRADED),
+        "grade_from_probabilities": tf.where(found, from_probabilities, NOT_GRADED),
+        "fundus_found": found,
+    }
+
+
+def existing_versions(export_dir: str) -> list:
+    """Integer version folders under an export base directory, ascending."""
+    if not os.path.isdir(export_dir):
+        return []
+    return sorted(int(n) for n in os.listdir(export_dir)
+                  if re.fullmatch(r"\d+", n) and os.path.isdir(os.path.join(export_dir, n)))
+
+
+def resolve_export(path: str) -> str:
+    """A version folder from either a version folder or a base path (highest version)."""
+    if os.path.isfile(os.path.join(path, "saved_model.pb")):
+        return path
+    versions = existing_versions(path)
+    if versions:
+        return os.path.join(path, str(versions[-1]))
+    raise FileNotFoundError(f"{path} is neither a SavedModel (no saved_model.pb) nor an export "
+                            "base path with integer version folders")
+
+
+def read_metadata(version_dir: str) -> Dict:
+    with open(os.path.join(version_dir, METADATA_DIR, METADATA_FILE)) as f:
+        return json.load(f)
+
+
+def is_export(path: str) -> bool:
+    try:
+        resolve_export(path)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+EXPORT, TRAINING_RUN = "export", "training run"
+
+
+def model_kind(path: str) -> str:
+    """``EXPORT`` or ``TRAINING_RUN`` for a ``--model`` path.
+
+    Raises:
+        FileNotFoundError: ``path`` is neither, naming what it holds (or that it is absent).
+    """
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"--model={path} does not exist")
+    if is_export(path):
+        return EXPORT
+    if os.path.isfile(os.path.join(path, checkpoints.CONFIG_JSON)):
+        return TRAINING_RUN
+    contents = ", ".join(sorted(os.listdir(path))[:10]) if os.path.isdir(path) else "a file"
+    raise FileNotFoundError(f"--model={path} is neither an export (saved_model.pb or integer "
+                            f"version folders) nor a training run (config.json); it holds: "
+                            f"{contents}")
