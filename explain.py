@@ -8,7 +8,7 @@ photograph, the Grad-CAM of the score head and of the predicted class at the las
 and both refined pixel by pixel (× gradient × input), titled with grade and score;
 contact_sheet.png shows them all and explanations.csv lists them (with the reason for any
 photograph that could not be read or shows no fundus; the others go on). See
-m2cnn_tf/explain.py.
+m2cnn_tf/explain/ and m2cnn_tf/serving/explainer.py.
 """
 
 import os
@@ -20,6 +20,7 @@ from absl import app, flags  # noqa: E402
 
 from m2cnn_tf import explain  # noqa: E402
 from m2cnn_tf.serving import predictor as predictors  # noqa: E402
+from m2cnn_tf.serving import explainer as explainers  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "An export (export.py output: a version folder or its base "
@@ -42,7 +43,7 @@ def main(argv):
         raise app.UsageError(f"--batch_size must be ≥ 1, got {FLAGS.batch_size}")
     try:
         paths = predictors.list_images(FLAGS.images)
-        explainer = explain.open_explainer(FLAGS.model, FLAGS.checkpoint)
+        explainer = explainers.open_explainer(FLAGS.model, FLAGS.checkpoint)
     except (FileNotFoundError, ValueError, explain.ExplainError) as e:
         print(f"explain: error: {e}", file=sys.stderr)
         return 1

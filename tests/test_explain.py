@@ -18,6 +18,7 @@ from m2cnn_tf.preprocess import fundus
 from m2cnn_tf.data import synthetic
 from m2cnn_tf.grading import thresholds
 from m2cnn_tf.serving import export, signatures
+from m2cnn_tf.serving import explainer as explainers
 from m2cnn_tf import model as m2cnn
 
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
@@ -140,7 +141,7 @@ def _ratios(explainer, lesion_photographs):
 
 def test_gradcam_points_at_lesions(synthetic_trained_run, lesion_photographs):
     images, lesions, retinas = lesion_photographs
-    explainer = explain.open_explainer(synthetic_trained_run["model_dir"])
+    explainer = explainers.open_explainer(synthetic_trained_run["model_dir"])
     trained, fraction = _ratios(explainer, lesion_photographs)
     untrained, _ = _ratios(_Untrained(synthetic_trained_run), lesion_photographs)
     cells = explainer.gradcam.trunk.output.shape[1]
@@ -161,9 +162,9 @@ def test_gradcam_points_at_lesions(synthetic_trained_run, lesion_photographs):
 def test_export_gives_the_maps_of_its_training_run(synthetic_trained_run, exported,
                                                    lesion_photographs):
     images = lesion_photographs[0][:BATCH // 2]
-    from_run = explain.open_explainer(synthetic_trained_run["model_dir"])
-    from_export = explain.open_explainer(exported)
-    assert isinstance(from_export, explain.ExportExplainer)
+    from_run = explainers.open_explainer(synthetic_trained_run["model_dir"])
+    from_export = explainers.open_explainer(exported)
+    assert isinstance(from_export, explainers.ExportExplainer)
     local, served = from_run.explain_normalized(images), from_export.explain_normalized(images)
     assert set(served) == set(explain.OUTPUTS)
     for key in explain.MAPS:
@@ -231,10 +232,10 @@ def test_bad_model_and_files_fail_clearly(synthetic_trained_run, tmp_path):
     assert f"--model={missing} does not exist" in result.stderr
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="neither an export"):
-        explain.open_explainer(str(tmp_path / "empty"))
+        explainers.open_explainer(str(tmp_path / "empty"))
     # a training run's folder, in process: one file missing, one fine
-    explainer = explain.open_explainer(synthetic_trained_run["model_dir"])
-    assert isinstance(explainer, explain.ModelDirExplainer)
+    explainer = explainers.open_explainer(synthetic_trained_run["model_dir"])
+    assert isinstance(explainer, explainers.ModelDirExplainer)
     photo = synthetic.make_fundus(3, PHOTO_SEED - 1, synthetic_trained_run["width"])
     good = tmp_path / "photo.png"
     cv2.imwrite(str(good), cv2.cvtColor(photo.image, cv2.COLOR_RGB2BGR))

@@ -160,11 +160,12 @@ def _check_explain_export_matches_its_run(work):
 
     from m2cnn_tf import explain
     from m2cnn_tf.preprocess import fundus
+    from m2cnn_tf.serving import explainer as explainers
 
     photo = sorted((work / "clinic_photos").iterdir())[0]
     image = fundus.load_normalized(str(photo), (720,)).images[720][None]
-    local = explain.open_explainer(str(work / "runs" / "m2cnn_720")).explain_normalized(image)
-    served = explain.open_explainer(str(work / "exported" / "m2cnn")).explain_normalized(image)
+    local = explainers.open_explainer(str(work / "runs" / "m2cnn_720")).explain_normalized(image)
+    served = explainers.open_explainer(str(work / "exported" / "m2cnn")).explain_normalized(image)
     for key in explain.MAPS:
         assert served[key].shape == (1, 720, 720), key
         np.testing.assert_allclose(served[key], local[key], atol=1e-3, err_msg=key)
