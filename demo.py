@@ -37,6 +37,10 @@ flags.DEFINE_string("labels_csv", None, "Kaggle-style labels for --images_dir.")
 flags.DEFINE_integer("seed", 0, "Seed of the photographs, the split and the training.")
 flags.DEFINE_bool("quiet", False, "No progress bars.")
 
+# A fifth of the patients held out (the builder's default is a tenth): the demo's few hundred
+# photographs need a validation split big enough to fit the thresholds and measure kappa on.
+DEMO_VAL_FRACTION = 0.2
+
 
 def _stage_steps():
     steps = [int(s) for s in FLAGS.steps]
@@ -50,23 +54,25 @@ def _stage_steps():
 
 
 def _build_data(out, resolutions):
+    from m2cnn_tf.config import BUILDER
     from m2cnn_tf.data import builder, sources
 
     if FLAGS.data_dir:
         return FLAGS.data_dir, "given"
     data_dir = os.path.join(out, "tfrecords")
     if FLAGS.images_dir:
-        inputs, skipped = sources.kaggle_inputs([FLAGS.images_dir], [FLAGS.labels_csv])
-        info = {"kind": "kaggle", "images_dir": [FLAGS.images_dir],
-                "labels_csv": [FLAGS.labels_csv]}
+        options = sources.SourceOptions(source="kaggle", images_dir=(FLAGS.images_dir,),
+                                        labels_csv=(FLAGS.labels_csv,))
     else:
-        inputs, skipped = sources.synthetic_inputs(FLAGS.num_images, FLAGS.seed)
-        info = {"kind": "synthetic", "num_images": FLAGS.num_images, "synthetic_width": 0}
-    manifest = builder.build(inputs, skipped, data_dir, builder.BuildSettings(
-        resolutions=tuple(resolutions), seed=FLAGS.seed, val_fraction=0.2), info,
-        images_root=FLAGS.images_dir, quiet=FLAGS.quiet)
+        options = sources.SourceOptions(source="synthetic", num_images=FLAGS.num_images)
+    selection = sources.select_inputs(options, FLAGS.seed)
+    config = dataclasses.replace(BUILDER, resolutions=tuple(resolutions), seed=FLAGS.seed,
+                                 val_fraction=DEMO_VAL_FRACTION)
+    manifest = builder.build(selection.inputs, selection.skipped, data_dir, config,
+                             selection.info, selection.payloads, selection.images_root,
+                             quiet=FLAGS.quiet)
     print(builder.summary_table(manifest))
-    return data_dir, info["kind"]
+    return data_dir, options.source
 
 
 def _demo_photographs(out, count=3):

@@ -26,6 +26,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import tensorflow as tf  # noqa: E402
 
+from m2cnn_tf.config import BuilderConfig  # noqa: E402
 from m2cnn_tf.data import builder, input_pipeline, records, sources  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -40,8 +41,8 @@ def _build(data, count, workdir):
                                   int(r["level"]), "file",
                                   str(data / "images" / f"{r['image']}.jpeg")) for r in rows]
     out = workdir / "records"
-    builder.build(inputs, [], str(out), builder.BuildSettings(resolutions=(RESOLUTION,),
-                                                              val_fraction=0.0),
+    builder.build(inputs, [], str(out), BuilderConfig(resolutions=(RESOLUTION,),
+                                                      val_fraction=0.0),
                   {"kind": "bench"}, quiet=True)
     folders = workdir / "folders"
     manifest = builder.read_manifest(str(out))
