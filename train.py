@@ -17,7 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chat
 from absl import app, flags, logging
 
 from m2cnn_tf.config import TRAIN, TrainConfig
-from m2cnn_tf.util import config_flags
+from m2cnn_tf.util import config_flags, memory
 
 FLAGS = flags.FLAGS
 # One flag per TrainConfig field made with config.setting: name, type, default and help live there.
@@ -37,6 +37,7 @@ def main(argv):
     from m2cnn_tf.train import loop as training
 
     logging.set_verbosity(logging.WARNING)  # TensorFlow's per-checkpoint INFO lines
+    memory.configure_process_for_image_work()  # for the augmenting input pipeline
 
     try:
         training.train_and_evaluate(train_config, quiet=FLAGS.quiet)

@@ -28,6 +28,7 @@ import tensorflow as tf  # noqa: E402
 
 from m2cnn_tf.config import BuilderConfig  # noqa: E402
 from m2cnn_tf.data import builder, input_pipeline, records, sources  # noqa: E402
+from m2cnn_tf.util import memory  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "eyepacs_1024"
@@ -115,6 +116,8 @@ def main():
     parser.add_argument("--batches", type=int, default=40)
     parser.add_argument("--batch_size", type=int, default=32)
     args = parser.parse_args()
+    # As train.py does; process-wide, so the Keras baselines run with the same settings.
+    memory.configure_process_for_image_work()
     data = pathlib.Path(args.data)
     if not (data / "trainLabels.csv").is_file():
         sys.exit(f"{data} has no trainLabels.csv")

@@ -15,6 +15,13 @@ from m2cnn_tf.config import PREPROCESS, BuilderConfig
 RESOLUTIONS = (224, 448)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def image_process():
+    """The scripts that read images configure their process first (one OpenCV thread, freed
+    image memory kept); so does this test module, as train.py does."""
+    assert memory.configure_process_for_image_work()  # glibc, as on every Linux CI machine
+
+
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("pipeline") / "data"
@@ -195,3 +202,13 @@ def test_augmenting_does_not_page_fault_its_images_in_again(data_dir):
     image_pages = 448 * 448 * 3 / resource.getpagesize()
     assert faults / (batches * 8) < image_pages / 2, f"{faults / (batches * 8):.0f} faults/image"
 
+
+def test_making_a_dataset_changes_no_process_wide_setting(data_dir):
+    """OpenCV's thread count (and malloc) are the entry points' business, not the pipeline's."""
+    cv2.setNumThreads(2)
+    try:
+        _take(input_pipeline.make_dataset(data_dir, "train", 224, batch_size=2, training=True,
+                                          seed=3), 1)
+        assert cv2.getNumThreads() == 2
+    finally:
+        memory.configure_process_for_image_work()
