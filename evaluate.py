@@ -81,7 +81,8 @@ def fusion_predictions(model):
                                  FLAGS.batch_size, model=model.model, info=model.metadata)[0]
 
 
-def main(argv):
+def _check_usage(argv):
+    """Raises app.UsageError for a command line that names no data set, or two."""
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if bool(FLAGS.data_dir) == bool(FLAGS.images_dir):
@@ -91,6 +92,10 @@ def main(argv):
         raise app.UsageError("--images_dir needs --labels_csv")
     if FLAGS.bootstrap < 0:
         raise app.UsageError(f"--bootstrap={FLAGS.bootstrap}: give 0 (no intervals) or more")
+
+
+def main(argv):
+    _check_usage(argv)
     memory.configure_process_for_image_work()  # as every script that runs the input pipeline
     try:
         tta.check_num_views(FLAGS.tta)
