@@ -37,6 +37,10 @@ flags.DEFINE_string("labels_csv", None, "Kaggle-style labels for --images_dir.")
 flags.DEFINE_integer("seed", 0, "Seed of the photographs, the split and the training.")
 flags.DEFINE_bool("quiet", False, "No progress bars.")
 
+# A fifth of the patients held out (the builder's default is a tenth): the demo's few hundred
+# photographs need a validation split big enough to fit the thresholds and measure kappa on.
+DEMO_VAL_FRACTION = 0.2
+
 
 def _stage_steps():
     steps = [int(s) for s in FLAGS.steps]
@@ -50,23 +54,25 @@ def _stage_steps():
 
 
 def _build_data(out, resolutions):
+    from m2cnn_tf.config import BUILDER
     from m2cnn_tf.data import builder, sources
 
     if FLAGS.data_dir:
         return FLAGS.data_dir, "given"
     data_dir = os.path.join(out, "tfrecords")
     if FLAGS.images_dir:
-        inputs, skipped = sources.kaggle_inputs([FLAGS.images_dir], [FLAGS.labels_csv])
-        info = {"kind": "kaggle", "images_dir": [FLAGS.images_dir],
-                "labels_csv": [FLAGS.labels_csv]}
+        options = sources.SourceOptions(source="kaggle", images_dir=(FLAGS.images_dir,),
+                                        labels_csv=(FLAGS.labels_csv,))
     else:
-        inputs, skipped = sources.synthetic_inputs(FLAGS.num_images, FLAGS.seed)
-        info = {"kind": "synthetic", "num_images": FLAGS.num_images, "synthetic_width": 0}
-    manifest = builder.build(inputs, skipped, data_dir, builder.BuildSettings(
-        resolutions=tuple(resolutions), seed=FLAGS.seed, val_fraction=0.2), info,
-        images_root=FLAGS.images_dir, quiet=FLAGS.quiet)
+        options = sources.SourceOptions(source="synthetic", num_images=FLAGS.num_images)
+    selection = sources.select_inputs(options, FLAGS.seed)
+    config = dataclasses.replace(BUILDER, resolutions=tuple(resolutions), seed=FLAGS.seed,
+                                 val_fraction=DEMO_VAL_FRACTION)
+    manifest = builder.build(selection.inputs, selection.skipped, data_dir, config,
+                             selection.info, selection.payloads, selection.images_root,
+                             quiet=FLAGS.quiet)
     print(builder.summary_table(manifest))
-    return data_dir, info["kind"]
+    return data_dir, options.source
 
 
 def _demo_photographs(out, count=3):
@@ -90,31 +96,10 @@ def _demo_photographs(out, count=3):
     return paths
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    if bool(FLAGS.images_dir) != bool(FLAGS.labels_csv):
-        raise app.UsageError("--images_dir and --labels_csv go together")
-    logging.set_verbosity(logging.WARNING)  # TensorFlow's checkpoint chatter
-    from m2cnn_tf.data import input_pipeline
-    from m2cnn_tf.grading import thresholds
-    from m2cnn_tf.train import loop as training
-    from m2cnn_tf.serving import export
-    from m2cnn_tf.grading import assessment
-    from m2cnn_tf.evaluate import reporting
-    from m2cnn_tf.serving import predictor as predictors
+def _train_stages(stages, data_dir, out, rows):
+    """Trains each stage from the one before (the first from scratch); returns the last run."""
     from m2cnn_tf.config import TRAIN
-
-    stages = _stage_steps()
-    out = FLAGS.output_dir
-    os.makedirs(out, exist_ok=True)
-    started = time.time()
-    rows = []
-
-    print(f"[1/4] data ({'synthetic' if not (FLAGS.data_dir or FLAGS.images_dir) else 'yours'})")
-    t = time.time()
-    data_dir, kind = _build_data(out, [r for r, _ in stages])
-    rows.append(("data", f"{kind} → {data_dir}", "", time.time() - t, None, None))
+    from m2cnn_tf.train import loop as training
 
     init, model_dir = "none", None
     for resolution, steps in stages:
@@ -131,13 +116,22 @@ def main(argv):
         rows.append((f"train {resolution}", model_dir, result["step"], time.time() - t,
                      best.get("kappa_score"), best.get("kappa_argmax")))
         init = model_dir
+    return model_dir
 
-    print("[3/4] thresholds, evaluation and export")
+
+def _evaluate_and_export(model_dir, data_dir, out, rows):
+    """Fits the thresholds on validation, evaluates there and exports; returns
+    (validation report, rounding kappa, report paths, export version folder, resolution)."""
+    from m2cnn_tf.data import input_pipeline
+    from m2cnn_tf.evaluate import reporting
+    from m2cnn_tf.grading import assessment, thresholds
+    from m2cnn_tf.serving import export
+    from m2cnn_tf.serving import predictor as predictors
+
     t = time.time()
     model = predictors.open_predictor(model_dir)
-    resolution = model.resolution
     grades, scores, probabilities = [], [], []
-    for batch in input_pipeline.make_dataset(data_dir, "validation", resolution, 16,
+    for batch in input_pipeline.make_dataset(data_dir, "validation", model.resolution, 16,
                                              training=False):
         outputs = model.predict_normalized(batch["image"].numpy())
         grades += batch["grade"].numpy().tolist()
@@ -149,15 +143,16 @@ def main(argv):
     report = assessment.evaluate_arrays(grades, scores, probabilities, cuts)
     paths = reporting.write_report(report, os.path.join(model_dir, "evaluation_validation"),
                                     "validation")
-    export_dir = os.path.join(out, "exported", "m2cnn")
-    version = export.export_saved_model(model_dir, export_dir)
+    version = export.export_saved_model(model_dir, os.path.join(out, "exported", "m2cnn"))
     rows.append(("evaluate+export", version, "", time.time() - t, rounding,
                  report["probabilities"]["kappa"]))
+    return report, rounding, paths, version, model.resolution
 
-    print("[4/4] grading raw photographs through the export")
-    exported = predictors.open_predictor(version)
-    photographs = _demo_photographs(out)
-    graded = list(exported.predict_files(photographs, batch_size=len(photographs)))
+
+def _print_summary(rows, report, rounding, resolution, graded):
+    """The closing table: time and kappa per stage, the validation report, the graded
+    photographs."""
+    from m2cnn_tf.evaluate import reporting
 
     print(f"\n{'stage':<16}{'steps':>6}{'time':>8}{'kappa (score)':>15}{'kappa (prob.)':>15}"
           "  output")
@@ -176,6 +171,40 @@ def main(argv):
         shown = (f"grade {int(outputs['grade'])}, score {float(outputs['score']):.2f}"
                  if outputs is not None and bool(outputs["fundus_found"]) else f"error: {error}")
         print(f"  {os.path.basename(path):<40} {shown}")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if bool(FLAGS.images_dir) != bool(FLAGS.labels_csv):
+        raise app.UsageError("--images_dir and --labels_csv go together")
+    logging.set_verbosity(logging.WARNING)  # TensorFlow's checkpoint chatter
+    from m2cnn_tf.serving import predictor as predictors
+    from m2cnn_tf.util import memory
+
+    memory.configure_process_for_image_work()  # for the augmenting input pipeline
+    stages = _stage_steps()
+    out = FLAGS.output_dir
+    os.makedirs(out, exist_ok=True)
+    started = time.time()
+    rows = []
+
+    print(f"[1/4] data ({'synthetic' if not (FLAGS.data_dir or FLAGS.images_dir) else 'yours'})")
+    t = time.time()
+    data_dir, kind = _build_data(out, [r for r, _ in stages])
+    rows.append(("data", f"{kind} → {data_dir}", "", time.time() - t, None, None))
+    model_dir = _train_stages(stages, data_dir, out, rows)
+
+    print("[3/4] thresholds, evaluation and export")
+    report, rounding, paths, version, resolution = _evaluate_and_export(model_dir, data_dir, out,
+                                                                        rows)
+
+    print("[4/4] grading raw photographs through the export")
+    exported = predictors.open_predictor(version)
+    photographs = _demo_photographs(out)
+    graded = list(exported.predict_files(photographs, batch_size=len(photographs)))
+
+    _print_summary(rows, report, rounding, resolution, graded)
     print(f"\nwrote: data {data_dir}; runs {os.path.join(out, 'runs')}; report {paths['report']}"
           f" and {paths['confusion_score']}; export {version}")
     print(f"total {time.time() - started:.0f} s")

@@ -32,6 +32,7 @@ from m2cnn_tf.grading import assessment  # noqa: E402
 from m2cnn_tf.evaluate import collect  # noqa: E402
 from m2cnn_tf.evaluate import reporting  # noqa: E402
 from m2cnn_tf.serving import predictor as predictors  # noqa: E402
+from m2cnn_tf.util import memory  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "An export (version folder or base path) or a training run's "
@@ -80,7 +81,8 @@ def fusion_predictions(model):
                                  FLAGS.batch_size, model=model.model, info=model.metadata)[0]
 
 
-def main(argv):
+def _check_usage(argv):
+    """Raises app.UsageError for a command line that names no data set, or two."""
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if bool(FLAGS.data_dir) == bool(FLAGS.images_dir):
@@ -90,6 +92,11 @@ def main(argv):
         raise app.UsageError("--images_dir needs --labels_csv")
     if FLAGS.bootstrap < 0:
         raise app.UsageError(f"--bootstrap={FLAGS.bootstrap}: give 0 (no intervals) or more")
+
+
+def main(argv):
+    _check_usage(argv)
+    memory.configure_process_for_image_work()  # as every script that runs the input pipeline
     try:
         tta.check_num_views(FLAGS.tta)
         model = predictors.open_predictor(FLAGS.model, FLAGS.checkpoint)

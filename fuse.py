@@ -21,6 +21,7 @@ from absl import app, flags  # noqa: E402
 from m2cnn_tf import fusion  # noqa: E402
 from m2cnn_tf.data import builder, sources  # noqa: E402
 from m2cnn_tf.grading import thresholds  # noqa: E402
+from m2cnn_tf.util import memory  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "The training run (its --model_dir) whose frozen features the "
@@ -52,6 +53,7 @@ flags.DEFINE_bool("recompute_features", False, "Extract the features again even 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    memory.configure_process_for_image_work()  # as every script that runs the input pipeline
     try:
         config = fusion.FusionConfig(
             learning_rate=FLAGS.learning_rate, batch_size=FLAGS.fusion_batch_size,
@@ -65,10 +67,7 @@ def main(argv):
         record = fusion.fit_and_save(FLAGS.model, FLAGS.data_dir, FLAGS.train_split,
                                      FLAGS.validation_split, report, FLAGS.checkpoint,
                                      FLAGS.batch_size, config, FLAGS.recompute_features)
-    except (FileNotFoundError, ValueError) as e:  # FusionError, BuildError are ValueErrors too
-        print(f"fuse: error: {e}", file=sys.stderr)
-        return 1
-    except builder.BuildError as e:
+    except (FileNotFoundError, ValueError, builder.BuildError) as e:  # FusionError: a ValueError
         print(f"fuse: error: {e}", file=sys.stderr)
         return 1
     print(f"fusion head for {FLAGS.model} ({record['checkpoint']}), thresholds fitted on "

@@ -108,6 +108,7 @@ def _paired_rates(files, repeats, workers):
 
 
 def _builder_rate(images_dir, repeats):
+    from m2cnn_tf.config import BuilderConfig
     from m2cnn_tf.data import builder, sources
 
     files = sorted(glob.glob(os.path.join(images_dir, "*.jpeg")))
@@ -118,8 +119,7 @@ def _builder_rate(images_dir, repeats):
         out = tempfile.mkdtemp(prefix="bench-build-")
         try:
             start = time.perf_counter()
-            builder.build(inputs, [], out, builder.BuildSettings(resolutions=SIZES,
-                                                                 val_fraction=0.0),
+            builder.build(inputs, [], out, BuilderConfig(resolutions=SIZES, val_fraction=0.0),
                           {"kind": "bench"}, quiet=True)
             best = max(best, len(files) / (time.perf_counter() - start))
         finally:

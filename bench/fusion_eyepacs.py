@@ -112,7 +112,7 @@ def main(argv=None) -> int:
     from m2cnn_tf.data import builder, sources
     from m2cnn_tf.grading import thresholds
     from m2cnn_tf.train import loop as training
-    from m2cnn_tf.config import TRAIN
+    from m2cnn_tf.config import TRAIN, BuilderConfig
 
     started = time.time()
     os.makedirs(args.work_dir, exist_ok=True)
@@ -121,7 +121,7 @@ def main(argv=None) -> int:
     inputs, skipped = sources.kaggle_inputs([args.images_dir], [args.labels_csv])
     inputs = assign_patient_splits(inputs, args.seed)
     t = time.time()
-    manifest = builder.build(inputs, skipped, data_dir, builder.BuildSettings(
+    manifest = builder.build(inputs, skipped, data_dir, BuilderConfig(
         resolutions=(RESOLUTION,), val_fraction=0.0), {"kind": "kaggle",
                                                         "images_dir": args.images_dir},
         images_root=args.images_dir, quiet=True)

@@ -26,7 +26,9 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import tensorflow as tf  # noqa: E402
 
+from m2cnn_tf.config import BuilderConfig  # noqa: E402
 from m2cnn_tf.data import builder, input_pipeline, records, sources  # noqa: E402
+from m2cnn_tf.util import memory  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "eyepacs_1024"
@@ -40,8 +42,8 @@ def _build(data, count, workdir):
                                   int(r["level"]), "file",
                                   str(data / "images" / f"{r['image']}.jpeg")) for r in rows]
     out = workdir / "records"
-    builder.build(inputs, [], str(out), builder.BuildSettings(resolutions=(RESOLUTION,),
-                                                              val_fraction=0.0),
+    builder.build(inputs, [], str(out), BuilderConfig(resolutions=(RESOLUTION,),
+                                                      val_fraction=0.0),
                   {"kind": "bench"}, quiet=True)
     folders = workdir / "folders"
     manifest = builder.read_manifest(str(out))
@@ -114,6 +116,8 @@ def main():
     parser.add_argument("--batches", type=int, default=40)
     parser.add_argument("--batch_size", type=int, default=32)
     args = parser.parse_args()
+    # As train.py does; process-wide, so the Keras baselines run with the same settings.
+    memory.configure_process_for_image_work()
     data = pathlib.Path(args.data)
     if not (data / "trainLabels.csv").is_file():
         sys.exit(f"{data} has no trainLabels.csv")

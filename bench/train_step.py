@@ -37,7 +37,7 @@ RESOLUTION = 224
 def _build_data(folder, count):
     inputs, skipped = sources.synthetic_inputs(count, seed=0, width=640)
     builder.build(inputs, skipped, folder,
-                  builder.BuildSettings(resolutions=(RESOLUTION,), num_workers=0),
+                  config.BuilderConfig(resolutions=(RESOLUTION,), num_workers=0),
                   {"kind": "synthetic"}, quiet=True)
     return folder
 

@@ -155,29 +155,86 @@ MULTICELL = MultiCellConfig()
 MODEL = ModelConfig()
 
 
+# --- Command-line flags ---
+# A config field that is also a flag carries its help text (and, for a fixed set of values, the
+# allowed ones) in its metadata under these keys; m2cnn_tf/util/flags.py defines the scripts'
+# flags from them, so a new setting is one edit here. Fields without help text are constants of
+# the method, not flags.
+FLAG_HELP = "help"
+FLAG_CHOICES = "choices"
+
+
+def setting(default, help_text: str, choices: tuple = ()):
+    """A config field that is also a command-line flag (``util/flags.py``).
+
+    Args:
+      default: the field's default, which is the flag's default too.
+      help_text: what the flag does, for ``--help``.
+      choices: the allowed values of a text field with a fixed set of them (an enum flag).
+
+    Returns:
+      A ``dataclasses.field``.
+    """
+    metadata = {FLAG_HELP: help_text}
+    if choices:
+        metadata[FLAG_CHOICES] = tuple(choices)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
 @dataclasses.dataclass(frozen=True)
 class BuilderConfig:
-    """Defaults of the TFRecord builder (build_tfrecords.py); each is a flag too."""
+    """One TFRecord build (build_tfrecords.py, ``builder.build``): every flag's default.
+
+    All fields but ``num_workers`` and ``max_error_fraction`` decide the bytes of a build.
+    """
 
     # The paper's three input sizes (Table I, Fig. 4).
-    resolutions: tuple = (224, 448, 720)
+    resolutions: tuple[int, ...] = setting(
+        (224, 448, 720), "Square sizes to store; each photograph is decoded once for all of them.")
     # Eq. 1 output is mid-grey with fine, high-contrast detail (vessels, microaneurysms a few
     # pixels wide). TFDS stores Graham's images at quality 72, which smears exactly that. At 95
     # with 4:4:4 colour the round trip costs 1.5 grey levels on average at 224 px and 1.1 at
     # 720 px (measured on 20 EyePACS photographs; tests/test_builder.py bounds it by 2), for
     # 23 KB and 161 KB per image.
-    jpeg_quality: int = 95
+    jpeg_quality: int = setting(
+        95, "JPEG quality of stored images; 95 keeps the fine detail Eq. 1 brings out "
+        "(microaneurysms, small vessels) within about one grey level.")
     # Records per shard: at 720 px about 250 × 160 KB ≈ 40 MB, big enough for fast sequential
     # reads, small enough that an interrupted build loses little and tf.data can interleave.
-    examples_per_shard: int = 250
+    examples_per_shard: int = setting(250, "Photographs per shard.")
     # Share of patients held out for validation when the source fixes no validation split.
-    val_fraction: float = 0.1
+    val_fraction: float = setting(
+        0.1, "Share of patients held out for validation (per grade stratum; both eyes of a "
+        "patient stay together). Ignored when the source fixes a validation split (Kaggle "
+        "Usage, TFDS).")
+    seed: int = setting(0, "Seed of the validation split and the shard order.")
     # A build fails when more than this share of its inputs had to be skipped.
-    max_error_fraction: float = 0.02
+    max_error_fraction: float = setting(
+        0.02, "Fail the build when more than this share of the inputs had to be skipped (all "
+        "are listed in errors.csv).")
+    # How many photographs are processed at once; does not change the output.
+    num_workers: int = setting(0, "Worker processes (0: one per core).")
     # Default output: tfrecords/<source name>.
     output_root: str = "tfrecords"
     # Written into manifest.json; bump when the record format or preprocessing changes.
     version: str = "1"
+
+    def validate(self) -> None:
+        """Raises ValueError naming the first setting a build cannot use."""
+        if not self.resolutions:
+            raise ValueError("--resolutions is empty; give sizes such as 224,448,720")
+        for r in self.resolutions:
+            if not isinstance(r, int) or r < 32:
+                raise ValueError(f"resolution {r!r} is not an integer ≥ 32")
+        if len(set(self.resolutions)) != len(self.resolutions):
+            raise ValueError(f"--resolutions has duplicates: {self.resolutions}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ValueError(f"--jpeg_quality must be 1–100, got {self.jpeg_quality}")
+        if self.examples_per_shard < 1:
+            raise ValueError(f"--examples_per_shard must be ≥ 1, got {self.examples_per_shard}")
+        if not 0.0 <= self.max_error_fraction <= 1.0:
+            raise ValueError(f"--max_error_fraction must be in [0, 1], got "
+                             f"{self.max_error_fraction}")
 
 
 BUILDER = BuilderConfig()
@@ -189,43 +246,62 @@ LR_NEW = 1e-3  # LR2: weights new at this stage (cells the resolution adds; all 
 LOSS_WEIGHTS = (1.0, 1.0)  # (cross-entropy L1, MSE of the score L2): Eq. 4 adds them unweighted
 
 
+# Where a run goes when --model_dir is not given: runs/m2cnn_448 for the paper's variant at 448,
+# the directory the next stage's --init names.
+MODEL_DIR_TEMPLATE = "runs/{variant}_{resolution}"
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """One training run (train.py): every flag's default, and every constant of the loop.
 
     Tests shrink this (``dataclasses.replace(TRAIN, variant="tiny", train_steps=2, …)``); train.py
-    builds it from its flags. Fields the paper fixes say so; the rest say why we chose them.
+    defines its flags from the fields made with ``setting`` and builds this from them. Fields the
+    paper fixes say so; the rest say why we chose them.
     """
 
     # --- what to train, on what, from what ---
-    resolution: int = 224  # input side; 224 → 448 → 720 is the paper's staging (II-C, Fig. 4)
-    variant: str = "m2cnn"  # a key of VARIANTS; "tiny" for tests and CPU demos
+    # 224 → 448 → 720 is the paper's staging (II-C, Fig. 4).
+    resolution: int = setting(
+        224, "Input side in pixels; the data must have been built at it. 224 trains BaseNet+MT, "
+        "448 adds the medial cells, 720 the large cells.")
+    variant: str = setting(
+        "m2cnn", "m2cnn: the paper's network; tiny: one repeat of every cell (tests, CPU demos).",
+        choices=tuple(sorted(VARIANTS)))
     # "none" (everything new), "imagenet" (BaseNet from Keras' ImageNet weights, the paper's start
     # at 224), a Keras notop .h5 file, or the model directory / a checkpoint of an earlier stage.
-    init: str = "none"
-    data_dir: str = ""  # a build_tfrecords.py output; required
-    # Where checkpoints and logs go; "" means this template, giving runs/m2cnn_448 for the paper's
-    # variant at 448, the directory the next stage's --init names.
-    model_dir: str = ""
-    model_dir_template: str = "runs/{variant}_{resolution}"
+    init: str = setting(
+        "none", "Starting weights: none (random), imagenet (BaseNet from Keras' ImageNet "
+        "weights; downloads), a Keras Inception-ResNet-v2 notop .h5 file, or the model "
+        "directory of an earlier stage (e.g. runs/m2cnn_224; its best checkpoint, else its "
+        "latest) or one checkpoint in it. Restored weights train at --lr_finetune, the rest at "
+        "--lr_new.")
+    data_dir: str = setting("", "A dataset folder written by build_tfrecords.py.")  # required
+    # "" means model_dir_template.
+    model_dir: str = setting("", f"Checkpoints and logs (default: {MODEL_DIR_TEMPLATE}).")
+    model_dir_template: str = MODEL_DIR_TEMPLATE
     train_split: str = "train"
-    # Evaluation split; "train" evaluates on the (unaugmented) training images, for overfit checks.
-    eval_split: str = "validation"
+    # "train" evaluates on the (unaugmented) training images, for overfit checks.
+    eval_split: str = setting("validation", "Split evaluated every --eval_every_steps.")
 
     # --- the loss (Eq. 2–4) ---
-    lr_finetune: float = LR_FINETUNE
-    lr_new: float = LR_NEW
-    loss_weights: tuple = LOSS_WEIGHTS
+    lr_finetune: float = setting(
+        LR_FINETUNE, "LR1: learning rate of the weights restored by --init (paper: 1e-4).")
+    lr_new: float = setting(
+        LR_NEW, "LR2: learning rate of the weights new at this stage (paper: 1e-3).")
+    loss_weights: tuple[float, ...] = setting(
+        LOSS_WEIGHTS, "Weights of the cross-entropy and the score's MSE (paper: 1,1).")
     # L_reg = weight_decay · ½ Σ‖W‖² over conv and dense kernels (tf.nn.l2_loss's ½, so the
     # gradient is weight_decay · W). The paper gives no value; 4e-5 is what Inception-ResNet-v2
     # was trained with (TF-slim's inception_resnet_v2_arg_scope), the network BaseNet is.
-    weight_decay: float = 4e-5
+    weight_decay: float = setting(
+        4e-5, "Coefficient of L_reg = wd · ½ Σ‖W‖² over conv and dense kernels.")
 
     # --- optimiser: the paper names none ---
     # Adam: LR1 = 1e-4 and LR2 = 1e-3 are Adam's customary rates (its default is 1e-3), while SGD
     # at 1e-3 would barely move a new head. Not AdamW: Eq. 4 puts the decay in the loss as L_reg,
     # and decoupled decay would apply it a second time.
-    optimizer: str = "adam"
+    optimizer: str = setting("adam", "Optimiser of both groups.", choices=("adam", "sgd"))
     adam_beta_1: float = 0.9  # Keras' (and Kingma & Ba's) defaults
     adam_beta_2: float = 0.999
     adam_epsilon: float = 1e-7
@@ -235,39 +311,57 @@ class TrainConfig:
     loss_scale_growth_steps: int = 2000
 
     # --- schedule, in steps (global batches) ---
-    # Global batch, split across replicas. Not in the paper. Training memory grows by ≈ 2 GB per
-    # 720 px image (PAPER_NOTES, measured on CPU), so 16 asks ≈ 32 GB over all replicas at 720:
-    # lower it on one small GPU, raise it at 224 (≈ 0.3 GB per image).
-    batch_size: int = 16
+    # Not in the paper. Training memory grows by ≈ 2 GB per 720 px image (PAPER_NOTES, measured
+    # on CPU), so 16 asks ≈ 32 GB over all replicas at 720: lower it on one small GPU, raise it at
+    # 224 (≈ 0.3 GB per image).
+    batch_size: int = setting(16, "Global batch, split across replicas.")
     # ≈ 7 passes over the 35,126 Kaggle training images at batch 16 per stage; the paper gives no
     # schedule. Stages that fine-tune could stop earlier: watch the validation kappa.
-    train_steps: int = 15000
+    train_steps: int = setting(
+        15000, "Train until this many steps in all (a resumed run counts the steps already "
+        "done).")
     # ≈ one pass over Kaggle's training set at batch 16 (35,126 / 16 ≈ 2,200).
-    eval_every_steps: int = 2000
+    eval_every_steps: int = setting(
+        2000, "Evaluate (and keep the best checkpoint) every this many steps, and at the end.")
     # Rolling checkpoints: at 720 px about 5–10 minutes of GPU time, the most a crash loses.
-    checkpoint_every_steps: int = 500
-    keep_checkpoints: int = 3  # rolling ones; the best one is kept apart in best/
-    log_every_steps: int = 50  # loss terms, learning rates and images/s to TensorBoard and metrics.jsonl
+    checkpoint_every_steps: int = setting(
+        500, "Save a rolling checkpoint every this many steps, and at the end.")
+    # The best checkpoint is kept apart in best/, whatever this says.
+    keep_checkpoints: int = setting(3, "Rolling checkpoints kept.")
+    # To TensorBoard and metrics.jsonl.
+    log_every_steps: int = setting(
+        50, "Write loss terms, learning rates and images/s every this many steps.")
 
     # --- data ---
-    augment: bool = True  # input_pipeline's rotation/flip/zoom/colour jitter on training images
+    # input_pipeline's rotation/flip/zoom/colour jitter.
+    augment: bool = setting(True, "Rotate, flip, zoom and jitter training images.")
     # The paper mentions no resampling, and kappa is measured on the natural grade mix; a balanced
     # stream would shift the score head's prior towards the rare grades.
-    class_balanced: bool = False
-    seed: int = 0  # weights, shuffling, augmentation and dropout
+    class_balanced: bool = setting(
+        False, "Draw training images with equal grade frequencies.")
+    seed: int = setting(0, "Seed of weights, shuffling, augmentation and dropout.")
 
     # --- hardware ---
-    strategy: str = "default"  # default | mirrored | multiworker | tpu
-    tpu: str = ""  # TPU name or address for --strategy=tpu ("" = the local TPU VM)
-    mixed_precision: str = "none"  # none | float16 | bfloat16 (variables stay float32)
+    strategy: str = setting(
+        "default", "default: one device; mirrored: all GPUs of this host; multiworker: the "
+        "cluster in TF_CONFIG; tpu: a TPU (--tpu).",
+        choices=("default", "mirrored", "multiworker", "tpu"))
+    # "" = the local TPU VM.
+    tpu: str = setting("", "TPU name or address for --strategy=tpu.")
+    mixed_precision: str = setting(
+        "none", "Compute in 16 bits, keep float32 variables (float16 adds loss scaling).",
+        choices=("none", "float16", "bfloat16"))
     # XLA: off by default. On this 2-core CPU it made the tiny variant's step slower (9.4 against
     # 10.9 images/s at 224, batch 4) and took 16 s more to compile; try it on GPU.
-    jit_compile: bool = False
+    jit_compile: bool = setting(False, "Compile the train step with XLA.")
     # Synchronised batch-norm statistics across replicas (used only with more than one). At 720 px
     # the per-replica batch is a few images, whose own mean and variance are noisy; synchronised,
     # a replicated step equals the single-device step on the global batch.
     sync_batch_norm: bool = True
-    cpu_devices: int = 0  # > 0: split the CPU into this many logical devices (tests of mirrored)
+    # For tests of --strategy=mirrored on a machine without GPUs.
+    cpu_devices: int = setting(
+        0, "Split the CPU into this many logical devices (to try --strategy=mirrored without "
+        "GPUs; 0: leave it whole).")
 
 
 TRAIN = TrainConfig()

@@ -51,13 +51,13 @@ def synthetic_trained_run(tmp_path_factory) -> dict:
 
     from m2cnn_tf.data import builder, sources
     from m2cnn_tf.train import loop as training
-    from m2cnn_tf.config import TRAIN
+    from m2cnn_tf.config import TRAIN, BuilderConfig
 
     s = SYNTHETIC_RUN
     root = tmp_path_factory.mktemp("synthetic_run")
     inputs, skipped = sources.synthetic_inputs(s["num_images"], s["seed"], s["width"])
     data_dir = str(root / "data")
-    builder.build(inputs, skipped, data_dir, builder.BuildSettings(
+    builder.build(inputs, skipped, data_dir, BuilderConfig(
         resolutions=(s["resolution"],), seed=s["seed"], val_fraction=0.2),
         {"kind": "synthetic", "num_images": s["num_images"], "synthetic_width": s["width"]},
         quiet=True)

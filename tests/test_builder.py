@@ -16,6 +16,7 @@ from conftest import REPO_ROOT, read_labels
 from m2cnn_tf.util import locking
 from m2cnn_tf.preprocess import fundus, image_io
 from m2cnn_tf.data import builder, records, sources, splits
+from m2cnn_tf.config import BuilderConfig
 
 BUILD = [sys.executable, str(REPO_ROOT / "build_tfrecords.py")]
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
@@ -165,7 +166,7 @@ def test_tfds_source_with_tfds_mock_data(tmp_path, eyepacs_1024):
     assert sorted(r.image_id for r in inputs) == ids and not skipped
     assert {r.split for r in inputs} == {"train", "validation"}
     manifest = builder.build(inputs, skipped, str(tmp_path / "out"),
-                             builder.BuildSettings(resolutions=(224,), num_workers=1),
+                             BuilderConfig(resolutions=(224,), num_workers=1),
                              {"kind": "tfds"}, payloads, quiet=True)
     assert manifest["splits"]["train"]["count"] == 4
     assert manifest["splits"]["validation"]["count"] == 2
@@ -371,10 +372,11 @@ def test_a_script_without_a_main_guard_gets_told_why_workers_cannot_start(tmp_pa
     script.write_text(
         "import sys\n"
         f"sys.path.insert(0, {str(REPO_ROOT)!r})\n"
-        "from m2cnn_tf import builder, sources\n"
+        "from m2cnn_tf.config import BuilderConfig\n"
+        "from m2cnn_tf.data import builder, sources\n"
         "inputs, skipped = sources.synthetic_inputs(4, seed=0, width=320)\n"
         f"builder.build(inputs, skipped, {str(out)!r},\n"
-        "              builder.BuildSettings(resolutions=(224,), num_workers=2),\n"
+        "              BuilderConfig(resolutions=(224,), num_workers=2),\n"
         "              {'kind': 'synthetic'}, quiet=True)\n")
     start = time.monotonic()
     process = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,

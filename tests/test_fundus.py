@@ -314,7 +314,7 @@ def test_preview_command_writes_a_png(tmp_path, eyepacs_1024, eyepacs_fullres):
     photos = [str(eyepacs_fullres / "images" / "15_left.jpeg"),
               str(eyepacs_1024 / "images" / "1000_right.jpeg")]
     result = subprocess.run(
-        [sys.executable, "-m", "m2cnn_tf.preprocess.fundus", "--preview", *photos, "--output", str(output)],
+        [sys.executable, "-m", "m2cnn_tf.preprocess.preview", *photos, f"--output={output}"],
         capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     panel = image_io.read_image(output)
@@ -326,8 +326,8 @@ def test_preview_command_reports_a_bad_file(tmp_path):
     bad = tmp_path / "bad.jpeg"
     bad.write_bytes(b"")
     result = subprocess.run(
-        [sys.executable, "-m", "m2cnn_tf.preprocess.fundus", "--preview", str(bad), "--output",
-         str(tmp_path / "p.png")], capture_output=True, text=True, timeout=300)
+        [sys.executable, "-m", "m2cnn_tf.preprocess.preview", str(bad),
+         f"--output={tmp_path / 'p.png'}"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 1
     assert str(bad) in result.stderr and "empty" in result.stderr
     assert not (tmp_path / "p.png").exists()

@@ -18,7 +18,7 @@ from m2cnn_tf.grading import thresholds
 from m2cnn_tf.train import checkpoints
 from m2cnn_tf.serving import export, signatures
 from m2cnn_tf import model as m2cnn
-from m2cnn_tf.config import NUM_GRADES
+from m2cnn_tf.config import NUM_GRADES, BuilderConfig
 
 RESOLUTION = 224
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
@@ -166,7 +166,7 @@ def tiny_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("fusion")
     inputs, skipped = sources.synthetic_inputs(16, seed=3, width=640)
     data_dir = str(root / "data")
-    builder.build(inputs, skipped, data_dir, builder.BuildSettings(
+    builder.build(inputs, skipped, data_dir, BuilderConfig(
         resolutions=(RESOLUTION,), val_fraction=0.25, num_workers=1), {"kind": "synthetic"},
         quiet=True)
     model_dir = root / "run"

@@ -10,16 +10,23 @@ import tensorflow as tf
 
 from m2cnn_tf.util import memory
 from m2cnn_tf.data import builder, input_pipeline, records, sources
-from m2cnn_tf.config import PREPROCESS
+from m2cnn_tf.config import PREPROCESS, BuilderConfig
 
 RESOLUTIONS = (224, 448)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def image_process():
+    """The scripts that read images configure their process first (one OpenCV thread, freed
+    image memory kept); so does this test module, as train.py does."""
+    assert memory.configure_process_for_image_work()  # glibc, as on every Linux CI machine
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("pipeline") / "data"
     inputs, skipped = sources.synthetic_inputs(30, seed=5, width=640)
-    builder.build(inputs, skipped, str(out), builder.BuildSettings(
+    builder.build(inputs, skipped, str(out), BuilderConfig(
         resolutions=RESOLUTIONS, examples_per_shard=7, val_fraction=0.3, num_workers=1),
         {"kind": "synthetic"}, quiet=True)
     return str(out)
@@ -79,8 +86,8 @@ def test_class_balanced_sampling_evens_out_the_grades(tmp_path):
     # make grade 0 dominant, as in EyePACS
     inputs = [dataclasses.replace(r, grade=0 if i % 5 else r.grade) for i, r in enumerate(inputs)]
     out = str(tmp_path / "skewed")
-    builder.build(inputs, [], out, builder.BuildSettings(resolutions=(224,), num_workers=1,
-                                                        val_fraction=0.0),
+    builder.build(inputs, [], out, BuilderConfig(resolutions=(224,), num_workers=1,
+                                                 val_fraction=0.0),
                   {"kind": "synthetic"}, quiet=True)
     natural = np.asarray(input_pipeline.grade_counts(out, "train"), float)
     assert natural[0] / natural.sum() > 0.7
@@ -194,3 +201,14 @@ def test_augmenting_does_not_page_fault_its_images_in_again(data_dir):
     del iterator
     image_pages = 448 * 448 * 3 / resource.getpagesize()
     assert faults / (batches * 8) < image_pages / 2, f"{faults / (batches * 8):.0f} faults/image"
+
+
+def test_making_a_dataset_changes_no_process_wide_setting(data_dir):
+    """OpenCV's thread count (and malloc) are the entry points' business, not the pipeline's."""
+    cv2.setNumThreads(2)
+    try:
+        _take(input_pipeline.make_dataset(data_dir, "train", 224, batch_size=2, training=True,
+                                          seed=3), 1)
+        assert cv2.getNumThreads() == 2
+    finally:
+        memory.configure_process_for_image_work()

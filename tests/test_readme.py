@@ -200,9 +200,9 @@ def test_the_inline_commands_run(kaggle, tmp_path):
     # the plain `python demo.py` is the quick start (tests/test_demo.py); here the paper's one
     by_start = {c.split()[1] if c.split()[1] != "-m" else c.split()[2]: c for c in inline
                 if c != "python demo.py"}
-    assert set(by_start) >= {"m2cnn_tf.preprocess.fundus", "m2cnn_tf.model", "demo.py"}, by_start
+    assert set(by_start) >= {"m2cnn_tf.preprocess.preview", "m2cnn_tf.model", "demo.py"}, by_start
     photo = sorted((kaggle / "train").iterdir())[0]
-    preview = shlex.split(by_start["m2cnn_tf.preprocess.fundus"])[1:]
+    preview = shlex.split(by_start["m2cnn_tf.preprocess.preview"])[1:]
     preview = [str(photo) if a == "photo.jpeg" else a for a in preview]
     _run(preview, cwd=tmp_path)
     assert (tmp_path / "preview.png").is_file()

@@ -20,7 +20,7 @@ from m2cnn_tf.data import builder, sources
 from m2cnn_tf.train import checkpoints, loop as training
 from m2cnn_tf.serving import export, signatures
 from m2cnn_tf.serving import predictor as predictors
-from m2cnn_tf.config import TRAIN
+from m2cnn_tf.config import TRAIN, BuilderConfig
 
 RESOLUTION = 224
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
@@ -44,7 +44,7 @@ def run(tmp_path_factory, eyepacs_fullres):
     inputs, skipped = sources.kaggle_inputs([str(eyepacs_fullres / "images")],
                                             [str(eyepacs_fullres / "trainLabels.csv")])
     data_dir = str(root / "data")
-    builder.build(inputs, skipped, data_dir, builder.BuildSettings(
+    builder.build(inputs, skipped, data_dir, BuilderConfig(
         resolutions=(RESOLUTION,), val_fraction=0.2, num_workers=1), {"kind": "kaggle"},
         quiet=True)
     model_dir = str(root / "run")

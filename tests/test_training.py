@@ -45,7 +45,7 @@ def data_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("data") / "synthetic"
     inputs, skipped = sources.synthetic_inputs(SYNTHETIC_IMAGES, seed=0, width=640)
     builder.build(inputs, skipped, str(out),
-                  builder.BuildSettings(resolutions=(224, 448, 720), num_workers=1),
+                  config.BuilderConfig(resolutions=(224, 448, 720), num_workers=1),
                   {"kind": "synthetic"}, quiet=True)
     return str(out)
 

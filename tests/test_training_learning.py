@@ -55,7 +55,7 @@ def test_overfitting_32_photographs_halves_the_loss_and_reaches_kappa_0_8(eyepac
                                                                          tmp_path):
     data_dir = str(tmp_path / "data")
     builder.build(_subset(eyepacs_1024), [], data_dir,
-                  builder.BuildSettings(resolutions=(224,), num_workers=1),
+                  config.BuilderConfig(resolutions=(224,), num_workers=1),
                   {"kind": "eyepacs_1024 subset"}, quiet=True)
     cfg = dataclasses.replace(
         config.TRAIN, variant="tiny", resolution=224, init="none", data_dir=data_dir,

@@ -49,35 +49,6 @@ class BuildError(RuntimeError):
     """The build cannot go on; the message says why and what to do."""
 
 
-@dataclasses.dataclass(frozen=True)
-class BuildSettings:
-    """Everything besides the inputs that decides the bytes of a build."""
-
-    resolutions: tuple = BUILDER.resolutions
-    jpeg_quality: int = BUILDER.jpeg_quality
-    examples_per_shard: int = BUILDER.examples_per_shard
-    val_fraction: float = BUILDER.val_fraction
-    seed: int = 0
-    max_error_fraction: float = BUILDER.max_error_fraction
-    num_workers: int = 0  # 0: one per core (does not change the output)
-
-    def validate(self) -> None:
-        if not self.resolutions:
-            raise BuildError("--resolutions is empty; give sizes such as 224,448,720")
-        for r in self.resolutions:
-            if not isinstance(r, int) or r < 32:
-                raise BuildError(f"resolution {r!r} is not an integer ≥ 32")
-        if len(set(self.resolutions)) != len(self.resolutions):
-            raise BuildError(f"--resolutions has duplicates: {self.resolutions}")
-        if not 1 <= self.jpeg_quality <= 100:
-            raise BuildError(f"--jpeg_quality must be 1–100, got {self.jpeg_quality}")
-        if self.examples_per_shard < 1:
-            raise BuildError(f"--examples_per_shard must be ≥ 1, got {self.examples_per_shard}")
-        if not 0.0 <= self.max_error_fraction <= 1.0:
-            raise BuildError(f"--max_error_fraction must be in [0, 1], got "
-                             f"{self.max_error_fraction}")
-
-
 @dataclasses.dataclass
 class Shard:
     split: str
@@ -229,13 +200,13 @@ def _progress(total: int, initial: int, quiet: bool):
                                                      "{rate_fmt} [{elapsed}<{remaining}]{postfix}")
 
 
-def _tasks(shards: Iterable[Shard], settings: BuildSettings, payloads: Dict[str, bytes]
+def _tasks(shards: Iterable[Shard], config: BuilderConfig, payloads: Dict[str, bytes]
            ) -> Iterator[build_worker.Task]:
     index = 0
     for shard in shards:
         for record in shard.inputs:
             yield build_worker.Task(index, record.kind, record.location, record.grade,
-                                    tuple(settings.resolutions), settings.jpeg_quality,
+                                    tuple(config.resolutions), config.jpeg_quality,
                                     payloads.get(record.location))
             index += 1
 
@@ -326,11 +297,16 @@ def _run_tasks(tasks: Iterator[build_worker.Task], num_workers: int):
             pool.shutdown(wait=True, cancel_futures=True)
 
 
+# The BuilderConfig fields that decide the bytes of a build, recorded in its plan: a re-run with
+# other values is refused. (num_workers and max_error_fraction change no byte.)
+PLANNED_SETTINGS = ("resolutions", "jpeg_quality", "examples_per_shard", "val_fraction", "seed")
+
+
 def build(
     inputs: Sequence[InputRecord],
     skipped: Sequence[SkippedInput],
     output_dir: str,
-    settings: BuildSettings,
+    config: BuilderConfig,
     source_info: Dict,
     payloads: Optional[Dict[str, bytes]] = None,
     images_root: Optional[str] = None,
@@ -343,7 +319,7 @@ def build(
       inputs: the photographs (``sources``); splits unset are assigned here.
       skipped: inputs the source already rejected (label errors...), reported in errors.csv.
       output_dir: the dataset folder.
-      settings: resolutions, quality, sharding, split and error settings.
+      config: resolutions, quality, sharding, split, seed, error and worker settings.
       source_info: how the source was given (flags), recorded in the manifest.
       payloads: encoded photographs held in memory (TFDS), by location.
       images_root: paths are stored relative to this in the records.
@@ -358,27 +334,15 @@ def build(
         inputs than ``max_error_fraction`` allows. Completed shards are never left half-written.
       locking.LockedError: another build is writing the same folder.
     """
-    settings.validate()
-    payloads = payloads or {}
     try:
-        inputs = splits.assign_splits(inputs, settings.val_fraction, settings.seed)
+        config.validate()
+        inputs = splits.assign_splits(inputs, config.val_fraction, config.seed)
     except ValueError as e:
         raise BuildError(str(e)) from None
-    total = len(inputs) + len(skipped)
     if not inputs:
-        reasons = collections.Counter(s.reason.split(" (")[0] for s in skipped)
-        raise BuildError("no usable inputs" + (f": {len(skipped)} skipped ("
-                         + "; ".join(f"{n}× {r}" for r, n in reasons.most_common(3)) + ")"
-                         if skipped else ""))
-    shards = plan_shards(inputs, settings.examples_per_shard, settings.seed)
-    checksum = inputs_checksum(inputs, skipped)
-    plan = {"inputs_checksum": checksum, "builder_version": BUILDER.version,
-            "preprocessing": dataclasses.asdict(preprocess),
-            "settings": {k: v for k, v in dataclasses.asdict(settings).items()
-                         if k not in ("num_workers", "max_error_fraction")},
-            "shards": [s.name for s in shards]}
-    plan["settings"]["resolutions"] = list(settings.resolutions)
-
+        raise _no_usable_inputs(skipped)
+    shards = plan_shards(inputs, config.examples_per_shard, config.seed)
+    plan = _plan(inputs, skipped, shards, config, preprocess)
     state_dir = os.path.join(output_dir, STATE_DIR)
     os.makedirs(state_dir, exist_ok=True)
     with locking.DirectoryLock(os.path.join(state_dir, LOCK), "building TFRecords") as lock:
@@ -386,66 +350,104 @@ def build(
             print(f"note: cleared a stale lock left by pid {lock.stale_cleared.get('pid')}",
                   file=sys.stderr)
         _check_or_write_plan(output_dir, state_dir, plan)
-        for resolution in settings.resolutions:
+        for resolution in config.resolutions:
             os.makedirs(os.path.join(output_dir, str(resolution)), exist_ok=True)
-        _remove_leftovers(output_dir, settings.resolutions)
+        _remove_leftovers(output_dir, config.resolutions)
+        done = _completed_shards(output_dir, state_dir, shards, config.resolutions)
+        _write_shards(shards, done, output_dir, config, payloads or {}, images_root,
+                      len(inputs), quiet)
+        return _finish(output_dir, shards, done, skipped, len(inputs) + len(skipped), config,
+                       plan, source_info)
 
-        done: Dict[str, Dict] = {}
-        for shard in shards:
-            path = os.path.join(state_dir, shard.name + ".json")
-            if os.path.exists(path) and all(os.path.exists(os.path.join(output_dir,
-                                                                        shard.path(r)))
-                                            for r in settings.resolutions):
-                with open(path) as f:
-                    done[shard.name] = json.load(f)
-        pending = [s for s in shards if s.name not in done]
-        finished_inputs = sum(len(s.inputs) for s in shards if s.name in done)
-        if done:
-            print(f"resuming: {len(done)} of {len(shards)} shards already complete",
-                  file=sys.stderr)
 
-        workers = settings.num_workers or os.cpu_count() or 1
-        workers = max(1, min(workers, sum(len(s.inputs) for s in pending) or 1))
-        bar = _progress(len(inputs), finished_inputs, quiet)
-        error_count = sum(len(d["errors"]) for d in done.values())
-        try:
-            results = _run_tasks(_tasks(pending, settings, payloads), workers)
-            for shard in pending:
-                writer = _ShardWriter(output_dir, shard, settings.resolutions)
-                try:
-                    for record in shard.inputs:
-                        result = next(results)
-                        if result.error is not None:
-                            writer.errors.append({"file": record.location,
-                                                  "reason": result.error})
-                            error_count += 1
-                            bar.set_postfix_str(f"{error_count} skipped")
-                        else:
-                            writer.add(record, result.encoded,
-                                       _relative_source(record.location, images_root))
-                        faults.point("build.record")
-                        bar.update(1)
-                    done[shard.name] = writer.commit(state_dir)
-                except BaseException:
-                    writer.abort()
-                    raise
-                faults.point("build.shard")
-        finally:
-            bar.close()
+def _no_usable_inputs(skipped: Sequence[SkippedInput]) -> BuildError:
+    """The error for a build left with no input, with the commonest reasons the source gave."""
+    reasons = collections.Counter(s.reason.split(" (")[0] for s in skipped)
+    return BuildError("no usable inputs" + (f": {len(skipped)} skipped ("
+                      + "; ".join(f"{n}× {r}" for r, n in reasons.most_common(3)) + ")"
+                      if skipped else ""))
 
-        all_errors = [{"file": s.file, "reason": s.reason} for s in skipped]
-        for shard in shards:
-            all_errors += done[shard.name]["errors"]
-        _write_errors(output_dir, all_errors)
-        fraction = len(all_errors) / total if total else 0.0
-        if fraction > settings.max_error_fraction:
-            raise BuildError(
-                f"{len(all_errors)} of {total} inputs ({fraction:.1%}) were skipped, more than "
-                f"--max_error_fraction={settings.max_error_fraction:g}; see "
-                f"{os.path.join(output_dir, ERRORS)}. No manifest was written; fix the inputs "
-                "or raise the limit and run the same command again (finished shards are kept)")
-        manifest = _manifest(shards, done, settings, plan, source_info, total, all_errors)
-        _atomic_write(os.path.join(output_dir, MANIFEST), _json_bytes(manifest))
+
+def _plan(inputs: Sequence[InputRecord], skipped: Sequence[SkippedInput], shards: List[Shard],
+          config: BuilderConfig, preprocess: PreprocessConfig) -> Dict:
+    """What a build of these inputs and settings writes; a re-run must plan the same."""
+    settings = {name: getattr(config, name) for name in PLANNED_SETTINGS}
+    settings["resolutions"] = list(config.resolutions)
+    return {"inputs_checksum": inputs_checksum(inputs, skipped),
+            "builder_version": BUILDER.version,
+            "preprocessing": dataclasses.asdict(preprocess),
+            "settings": settings,
+            "shards": [s.name for s in shards]}
+
+
+def _completed_shards(output_dir: str, state_dir: str, shards: Sequence[Shard],
+                      resolutions: Sequence[int]) -> Dict[str, Dict]:
+    """{shard name: its saved summary} of the shards an earlier run finished."""
+    done: Dict[str, Dict] = {}
+    for shard in shards:
+        path = os.path.join(state_dir, shard.name + ".json")
+        if os.path.exists(path) and all(os.path.exists(os.path.join(output_dir, shard.path(r)))
+                                        for r in resolutions):
+            with open(path) as f:
+                done[shard.name] = json.load(f)
+    if done:
+        print(f"resuming: {len(done)} of {len(shards)} shards already complete", file=sys.stderr)
+    return done
+
+
+def _write_shards(shards: Sequence[Shard], done: Dict[str, Dict], output_dir: str,
+                  config: BuilderConfig, payloads: Dict[str, bytes],
+                  images_root: Optional[str], total: int, quiet: bool) -> None:
+    """Processes and writes every shard not in ``done``, adding each one's summary to it."""
+    pending = [s for s in shards if s.name not in done]
+    finished_inputs = sum(len(s.inputs) for s in shards if s.name in done)
+    workers = config.num_workers or os.cpu_count() or 1
+    workers = max(1, min(workers, sum(len(s.inputs) for s in pending) or 1))
+    state_dir = os.path.join(output_dir, STATE_DIR)
+    bar = _progress(total, finished_inputs, quiet)
+    error_count = sum(len(d["errors"]) for d in done.values())
+    try:
+        results = _run_tasks(_tasks(pending, config, payloads), workers)
+        for shard in pending:
+            writer = _ShardWriter(output_dir, shard, config.resolutions)
+            try:
+                for record in shard.inputs:
+                    result = next(results)
+                    if result.error is not None:
+                        writer.errors.append({"file": record.location, "reason": result.error})
+                        error_count += 1
+                        bar.set_postfix_str(f"{error_count} skipped")
+                    else:
+                        writer.add(record, result.encoded,
+                                   _relative_source(record.location, images_root))
+                    faults.point("build.record")
+                    bar.update(1)
+                done[shard.name] = writer.commit(state_dir)
+            except BaseException:
+                writer.abort()
+                raise
+            faults.point("build.shard")
+    finally:
+        bar.close()
+
+
+def _finish(output_dir: str, shards: Sequence[Shard], done: Dict[str, Dict],
+            skipped: Sequence[SkippedInput], total: int, config: BuilderConfig, plan: Dict,
+            source_info: Dict) -> Dict:
+    """Writes errors.csv and, unless too many inputs were skipped, manifest.json (last)."""
+    all_errors = [{"file": s.file, "reason": s.reason} for s in skipped]
+    for shard in shards:
+        all_errors += done[shard.name]["errors"]
+    _write_errors(output_dir, all_errors)
+    fraction = len(all_errors) / total if total else 0.0
+    if fraction > config.max_error_fraction:
+        raise BuildError(
+            f"{len(all_errors)} of {total} inputs ({fraction:.1%}) were skipped, more than "
+            f"--max_error_fraction={config.max_error_fraction:g}; see "
+            f"{os.path.join(output_dir, ERRORS)}. No manifest was written; fix the inputs "
+            "or raise the limit and run the same command again (finished shards are kept)")
+    manifest = _manifest(shards, done, config, plan, source_info, total, all_errors)
+    _atomic_write(os.path.join(output_dir, MANIFEST), _json_bytes(manifest))
     return manifest
 
 
@@ -487,17 +489,17 @@ def _write_errors(output_dir: str, errors: List[Dict[str, str]]) -> None:
                   buffer.getvalue().encode("utf-8", errors="surrogateescape"))
 
 
-def _manifest(shards, done, settings, plan, source_info, total, errors) -> Dict:
+def _manifest(shards, done, config: BuilderConfig, plan, source_info, total, errors) -> Dict:
     per_split: Dict[str, Dict] = {}
     for shard in shards:
         summary = done[shard.name]
         entry = per_split.setdefault(shard.split, {
             "count": 0, "grades": [0] * NUM_GRADES, "patients": set(),
-            "resolutions": {str(r): {"shards": []} for r in settings.resolutions}})
+            "resolutions": {str(r): {"shards": []} for r in config.resolutions}})
         entry["count"] += summary["count"]
         entry["grades"] = [a + b for a, b in zip(entry["grades"], summary["grades"])]
         entry["patients"].update(summary["patients"])
-        for r in settings.resolutions:
+        for r in config.resolutions:
             entry["resolutions"][str(r)]["shards"].append(shard.path(r))
     for entry in per_split.values():
         entry["patients"] = len(entry["patients"])
@@ -508,11 +510,11 @@ def _manifest(shards, done, settings, plan, source_info, total, errors) -> Dict:
         "builder_version": BUILDER.version,
         "package_version": __version__,
         "source": source_info,
-        "resolutions": list(settings.resolutions),
-        "jpeg_quality": settings.jpeg_quality,
-        "seed": settings.seed,
-        "val_fraction": settings.val_fraction,
-        "examples_per_shard": settings.examples_per_shard,
+        "resolutions": list(config.resolutions),
+        "jpeg_quality": config.jpeg_quality,
+        "seed": config.seed,
+        "val_fraction": config.val_fraction,
+        "examples_per_shard": config.examples_per_shard,
         "preprocessing": plan["preprocessing"],
         "inputs_checksum": plan["inputs_checksum"],
         "inputs": total,

@@ -22,9 +22,8 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
-from m2cnn_tf.util import memory
 from m2cnn_tf.data import builder, records
-from m2cnn_tf.config import NUM_GRADES, PREPROCESS
+from m2cnn_tf.config import PREPROCESS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,6 +169,9 @@ def make_dataset(
 ) -> tf.data.Dataset:
     """Batches of ``{"image": uint8 (B, r, r, 3), "grade": int32 (B,), "image_id", "patient_id"}``.
 
+    Sets nothing process-wide: a script that augments calls
+    ``memory.configure_process_for_image_work`` first (one OpenCV thread, freed memory kept).
+
     Args:
       data_dir: a builder output folder (with manifest.json).
       split: "train", "validation" or "test".
@@ -178,7 +180,7 @@ def make_dataset(
       training: shuffle, augment, repeat and drop the last partial batch (each overridable).
       seed: seeds shuffling and augmentation.
       deterministic: same order and same augmentations on every run with the same seed.
-      class_balanced: resample to equal grade frequencies (rejection sampling on the grade).
+      class_balanced: draw the grades with equal frequencies (one stream per grade).
       augment, repeat, drop_remainder: override what ``training`` implies.
       augment_config: augmentation ranges.
 
@@ -190,34 +192,12 @@ def make_dataset(
     drop_remainder = training if drop_remainder is None else drop_remainder
     if deterministic and seed is None:
         seed = 0
-    paths = _shard_paths(data_dir, split, resolution)
     options = tf.data.Options()
     options.deterministic = deterministic or not training
-
-    files = tf.data.Dataset.from_tensor_slices(paths)
-    if training:
-        files = files.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        files = files.repeat()
-    dataset = files.interleave(tf.data.TFRecordDataset, cycle_length=min(CYCLE_LENGTH, len(paths)),
-                               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if training:
-        dataset = dataset.shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.map(_parse, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = _parsed_records(_shard_paths(data_dir, split, resolution), training, repeat, seed)
     if class_balanced:
-        # One stream per grade present, drawn with equal weights. Filtering parsed records is
-        # cheap (nothing is decoded yet) and, unlike rejection sampling, discards nothing.
-        present = [g for g, n in enumerate(grade_counts(data_dir, split)) if n > 0]
-        streams = [dataset.filter(lambda e, g=g: tf.equal(e["grade"], g)).repeat()
-                   for g in present]
-        dataset = tf.data.Dataset.sample_from_datasets(
-            streams, weights=[1.0 / len(present)] * len(present), seed=seed)
+        dataset = _class_balanced(dataset, grade_counts(data_dir, split), seed)
     if augment:
-        memory.keep_freed_memory()
-        # tf.data already runs one augmentation per core; OpenCV splitting each warp over its own
-        # threads as well only adds hand-offs (≈ 5 % fewer images/s, bench/input_pipeline.py).
-        # Process-wide, like the malloc setting.
-        cv2.setNumThreads(1)
         seeds = tf.data.Dataset.random(seed=seed)
         dataset = tf.data.Dataset.zip((dataset, seeds)).map(
             lambda e, s: preprocess_for_train(e, s, resolution, augment_config),
@@ -230,4 +210,26 @@ def make_dataset(
     return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
-NUM_CLASSES = NUM_GRADES
+def _parsed_records(paths: list, training: bool, repeat: bool, seed: Optional[int]
+                    ) -> tf.data.Dataset:
+    """Shards interleaved, records shuffled while still encoded (training), then parsed."""
+    files = tf.data.Dataset.from_tensor_slices(paths)
+    if training:
+        files = files.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        files = files.repeat()
+    dataset = files.interleave(tf.data.TFRecordDataset, cycle_length=min(CYCLE_LENGTH, len(paths)),
+                               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if training:
+        dataset = dataset.shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True)
+    return dataset.map(_parse, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _class_balanced(dataset: tf.data.Dataset, counts: list, seed: Optional[int]
+                    ) -> tf.data.Dataset:
+    """One stream per grade present, drawn with equal weights. Filtering parsed records is
+    cheap (nothing is decoded yet) and, unlike rejection sampling, discards nothing."""
+    present = [g for g, n in enumerate(counts) if n > 0]
+    streams = [dataset.filter(lambda e, g=g: tf.equal(e["grade"], g)).repeat() for g in present]
+    return tf.data.Dataset.sample_from_datasets(
+        streams, weights=[1.0 / len(present)] * len(present), seed=seed)

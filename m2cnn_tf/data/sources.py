@@ -14,7 +14,7 @@ import os
 import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from m2cnn_tf.config import NUM_GRADES
+from m2cnn_tf.config import NUM_GRADES, setting
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
 KAGGLE_ID = re.compile(r"^(?P<patient>.+)_(?P<eye>left|right)$")
@@ -24,6 +24,7 @@ KAGGLE_IMAGE_COLUMN = "image"
 KAGGLE_LABEL_COLUMN = "level"
 KAGGLE_USAGE_COLUMN = "Usage"
 SPLITS = ("train", "validation", "test")
+SOURCES = ("kaggle", "csv", "folders", "tfds", "synthetic")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,10 +157,8 @@ def kaggle_inputs(
     for images_dir, labels_csv in zip(images_dirs, labels_csvs):
         _require_dir(images_dir, "--images_dir")
         rows, columns = _read_csv(labels_csv, [KAGGLE_IMAGE_COLUMN, KAGGLE_LABEL_COLUMN])
-        has_usage = KAGGLE_USAGE_COLUMN in columns
         if images_dir not in indexes:
             indexes[images_dir] = _index_images(images_dir)
-        index = indexes[images_dir]
         labelled.setdefault(images_dir, set())
         csvs_of.setdefault(images_dir, []).append(labels_csv)
         for line, row in enumerate(rows, start=2):
@@ -168,34 +167,50 @@ def kaggle_inputs(
             if not image_id:
                 skipped.append(SkippedInput(where, "row has no image id"))
                 continue
-            name = index.get(image_id)
             labelled[images_dir].add(image_id)
-            file = os.path.join(images_dir, name) if name else os.path.join(images_dir, image_id)
-            grade = _grade_of_new_id(image_id, file, where, row[KAGGLE_LABEL_COLUMN], seen,
-                                     skipped)
-            if grade is None:
-                continue
-            split = None
-            if has_usage:
-                usage = row[KAGGLE_USAGE_COLUMN].strip()
-                if usage not in KAGGLE_USAGE_SPLITS:
-                    skipped.append(SkippedInput(file, f"Usage {usage!r} is not one of "
-                                                      f"{', '.join(KAGGLE_USAGE_SPLITS)} ({where})"))
-                    continue
-                split = KAGGLE_USAGE_SPLITS[usage]
-            if name is None:
-                skipped.append(SkippedInput(file, f"image missing: no {image_id}"
-                                                  f"{{{','.join(IMAGE_EXTENSIONS)}}} in "
-                                                  f"{images_dir} for {where}"))
-                continue
-            patient, eye = parse_image_id(image_id)
-            inputs.append(InputRecord(image_id, patient, eye, grade, "file", file, split))
+            record = _kaggle_record(image_id, row, where, images_dir, indexes[images_dir],
+                                    KAGGLE_USAGE_COLUMN in columns, seen, skipped)
+            if record is not None:
+                inputs.append(record)
     for images_dir, index in indexes.items():
         for stem, name in index.items():
             if stem not in labelled[images_dir]:
                 skipped.append(SkippedInput(os.path.join(images_dir, name), _not_utf8(name) or (
                     f"no row for this image in {', '.join(csvs_of[images_dir])}")))
     return inputs, skipped
+
+
+def _kaggle_record(image_id: str, row: Dict[str, str], where: str, images_dir: str,
+                   index: Dict[str, str], has_usage: bool, seen: Dict[str, str],
+                   skipped: List[SkippedInput]) -> Optional[InputRecord]:
+    """The input of one Kaggle label row, or None with the reason added to ``skipped``.
+
+    Args:
+      image_id: the row's image id; where: ``<csv>:<line>``, for messages.
+      row: the CSV row; has_usage: whether the CSV has Kaggle's Usage column.
+      images_dir: the folder of the row's photographs; index: its ``_index_images``.
+      seen: ids met so far, with the row that first had them; skipped: the list to add to.
+    """
+    name = index.get(image_id)
+    file = os.path.join(images_dir, name) if name else os.path.join(images_dir, image_id)
+    grade = _grade_of_new_id(image_id, file, where, row[KAGGLE_LABEL_COLUMN], seen, skipped)
+    if grade is None:
+        return None
+    split = None
+    if has_usage:
+        usage = row[KAGGLE_USAGE_COLUMN].strip()
+        if usage not in KAGGLE_USAGE_SPLITS:
+            skipped.append(SkippedInput(file, f"Usage {usage!r} is not one of "
+                                              f"{', '.join(KAGGLE_USAGE_SPLITS)} ({where})"))
+            return None
+        split = KAGGLE_USAGE_SPLITS[usage]
+    if name is None:
+        skipped.append(SkippedInput(file, f"image missing: no {image_id}"
+                                          f"{{{','.join(IMAGE_EXTENSIONS)}}} in "
+                                          f"{images_dir} for {where}"))
+        return None
+    patient, eye = parse_image_id(image_id)
+    return InputRecord(image_id, patient, eye, grade, "file", file, split)
 
 
 def _grade_of_new_id(image_id: str, file: str, where: str, label: str, seen: Dict[str, str],
@@ -345,3 +360,93 @@ def tfds_inputs(data_dir: Optional[str], manual_dir: Optional[str]
             payloads[location] = bytes(example["image"])
             inputs.append(InputRecord(image_id, patient, eye, grade, "tfds", location, split))
     return inputs, skipped, payloads
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceOptions:
+    """Which photographs a build reads (build_tfrecords.py's source flags; ``select_inputs``)."""
+
+    source: Optional[str] = setting(
+        None, "Where the photographs come from: kaggle (<id>.jpeg files + Kaggle label CSVs), "
+        "csv (any CSV of image path and grade), folders (class sub-folders 0…4), tfds "
+        "(tensorflow_datasets' diabetic_retinopathy_detection), synthetic (built-in generator, "
+        "no download).", choices=SOURCES)
+    images_dir: tuple[str, ...] = setting(
+        (), "Folder(s) of photographs. kaggle: one per --labels_csv (e.g. train,test), or one "
+        "for all; csv: paths in the CSV are relative to it; folders: holds the sub-folders 0…4.")
+    labels_csv: tuple[str, ...] = setting(
+        (), "kaggle: trainLabels.csv and/or retinopathy_solution.csv (image,level[,Usage]; "
+        "Usage Public → validation, Private → test); csv: one CSV with --image_column and "
+        "--label_column.")
+    image_column: str = setting(
+        KAGGLE_IMAGE_COLUMN, "csv: column holding the image path (extension optional), "
+        "relative to --images_dir.")
+    label_column: str = setting(KAGGLE_LABEL_COLUMN, "csv: column holding the grade 0–4.")
+    patient_column: Optional[str] = setting(
+        None, "csv: optional column holding the patient id (default: parsed from "
+        "<patient>_<left|right> file names, else the image).")
+    tfds_data_dir: Optional[str] = setting(None, "tfds: TFDS data_dir (default: TFDS's own).")
+    tfds_manual_dir: Optional[str] = setting(
+        None, "tfds: folder with the Kaggle download, needed the first time TFDS prepares "
+        "diabetic_retinopathy_detection.")
+    num_images: int = setting(100, "synthetic: how many photographs to draw.")
+    synthetic_width: int = setting(
+        0, "synthetic: photograph width in pixels (0: camera-sized, 2000–3500).")
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    """A source's photographs, ready for ``builder.build``."""
+
+    inputs: List[InputRecord]
+    skipped: List[SkippedInput]  # rejected already (label errors, missing files...)
+    payloads: Dict[str, bytes]  # encoded photographs held in memory (tfds), by location
+    images_root: Optional[str]  # the records store file paths relative to this folder
+    info: Dict  # how the source was given, recorded in the manifest
+
+
+def select_inputs(options: SourceOptions, seed: int = 0) -> Selection:
+    """The inputs of the source ``options`` name — the one way every script picks a source.
+
+    Args:
+      options: the source and its options (unused options of other sources are ignored).
+      seed: the build's seed; the synthetic source draws its photographs from it.
+
+    Returns:
+      A Selection.
+
+    Raises:
+      SourceError: an unknown source, or options the source cannot use (missing folder or
+        column, the wrong number of folders or CSVs).
+    """
+    source, images_dir, labels_csv = options.source, list(options.images_dir), list(
+        options.labels_csv)
+    info: Dict = {"kind": source}
+    payloads: Dict[str, bytes] = {}
+    images_root = images_dir[0] if images_dir else None
+    if source == "kaggle":
+        inputs, skipped = kaggle_inputs(images_dir, labels_csv)
+        info.update(images_dir=images_dir, labels_csv=labels_csv)
+        if len(set(images_dir)) > 1:
+            images_root = os.path.commonpath([os.path.abspath(d) for d in images_dir])
+    elif source == "csv":
+        if len(images_dir) != 1 or len(labels_csv) != 1:
+            raise SourceError("--source=csv needs one --images_dir and one --labels_csv")
+        inputs, skipped = csv_inputs(images_dir[0], labels_csv[0], options.image_column,
+                                     options.label_column, options.patient_column)
+        info.update(images_dir=images_dir, labels_csv=labels_csv,
+                    image_column=options.image_column, label_column=options.label_column)
+    elif source == "folders":
+        if len(images_dir) != 1:
+            raise SourceError("--source=folders needs one --images_dir")
+        inputs, skipped = folder_inputs(images_dir[0])
+        info.update(images_dir=images_dir)
+    elif source == "tfds":
+        inputs, skipped, payloads = tfds_inputs(options.tfds_data_dir, options.tfds_manual_dir)
+        info.update(name=TFDS_NAME)
+    elif source == "synthetic":
+        inputs, skipped = synthetic_inputs(options.num_images, seed, options.synthetic_width)
+        info.update(num_images=options.num_images, synthetic_width=options.synthetic_width)
+    else:
+        raise SourceError(f"unknown source {source!r}; expected one of {', '.join(SOURCES)}")
+    return Selection(inputs, skipped, payloads, images_root, info)

@@ -20,7 +20,6 @@ parameter counts and FLOPs of one configuration.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import re
@@ -749,17 +748,3 @@ def format_summary(summary: dict) -> str:
         f"(= 2 × {summary['total_macs_per_image']:,} multiply-adds; conv and dense layers only)",
     ]
     return "\n".join(lines)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point: build one configuration and print its summary."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--resolution", type=int, default=720, help="input side in pixels")
-    parser.add_argument("--variant", default="m2cnn", choices=sorted(config.VARIANTS))
-    args = parser.parse_args(argv)
-    model = build_m2cnn(args.resolution, args.variant)
-    print(format_summary(summarize(model, args.variant)))
-
-
-if __name__ == "__main__":
-    main()

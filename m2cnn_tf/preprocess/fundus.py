@@ -25,7 +25,6 @@ import dataclasses
 import functools
 import math
 import os
-import sys
 from typing import Dict, Iterable, Optional, Sequence, Tuple
 
 import cv2
@@ -282,8 +281,6 @@ def find_fundus(image: np.ndarray, config: PreprocessConfig = PREPROCESS) -> Fun
         raise NoFundusError(
             f"no fundus found: the bright region is not a filled disc ({inside_fill:.0%} of the "
             f"fitted circle is bright, {outside_fill:.0%} of the outside is)")
-    if os.environ.get("M2CNN_DEBUG_FUNDUS"):
-        print(f"find_fundus: inliers={inliers:.3f} inside={inside_fill:.3f} outside={outside_fill:.3f}")
     # Small column x averages source columns kx … kx + k − 1; small row y is source row
     # ky + row_offset.
     return FundusCircle(cx=float((cx + 0.5) * k - 0.5), cy=float(cy * k + row_offset),
@@ -605,128 +602,3 @@ def load_normalized(
     images = normalize_fundus_multi(image, sizes, circle, config)
     factor = width / image.shape[1]
     return NormalizedPhotograph(images, circle.scaled(factor), (width, height), reduction)
-
-
-# ---------------------------------------------------------------------------------------------
-# Preview: the paper's Fig. 3 for any photograph.
-
-
-def _label(tile: np.ndarray, text: str) -> np.ndarray:
-    bar = np.full((28, tile.shape[1], 3), 255, np.uint8)
-    cv2.putText(bar, text, (6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
-    return np.concatenate([bar, tile], axis=0)
-
-
-def _fit_height(image: np.ndarray, height: int) -> np.ndarray:
-    h, w = image.shape[:2]
-    width = max(1, round(w * height / h))
-    interpolation = cv2.INTER_AREA if h > height else cv2.INTER_LINEAR
-    return cv2.resize(image, (width, height), interpolation=interpolation)
-
-
-def preview_panel(
-    image: np.ndarray,
-    sizes: Sequence[int] = (224, 448, 720),
-    title: str = "",
-    tile_height: int = 300,
-    config: PreprocessConfig = PREPROCESS,
-) -> np.ndarray:
-    """One row of the paper's Fig. 3: original with the found circle, crop, Eq. 1 at each size.
-
-    Args:
-      image: (H, W, 3) RGB uint8 photograph.
-      sizes: normalised sizes to show.
-      title: text over the original (e.g. the file name).
-      tile_height: height in pixels of every tile.
-      config: preprocessing constants.
-
-    Returns:
-      (H', W', 3) RGB uint8 panel.
-    """
-    circle = find_fundus(image, config)
-    outlined = image.copy()
-    thickness = max(2, int(round(image.shape[0] / 300)))
-    cv2.circle(outlined, (int(round(circle.cx)), int(round(circle.cy))), int(round(circle.radius)),
-               (0, 255, 0), thickness)
-    cv2.drawMarker(outlined, (int(round(circle.cx)), int(round(circle.cy))), (0, 255, 0),
-                   cv2.MARKER_CROSS, 8 * thickness, thickness)
-    canvas, _ = crop_to_disc(image, circle, normalization_size(sizes, config), config)
-    normalized = normalize_fundus_multi(image, sizes, circle, config)
-    tiles = [
-        _label(_fit_height(outlined, tile_height), f"{title} {image.shape[1]}x{image.shape[0]}"),
-        _label(_fit_height(canvas, tile_height), "disc cropped, centred"),
-    ]
-    for s in sizes:
-        # Nearest-neighbour so each size shows its own pixels at the same display size.
-        shown = cv2.resize(normalized[s], (tile_height, tile_height),
-                           interpolation=cv2.INTER_NEAREST)
-        tiles.append(_label(shown, f"Eq. 1 at {s}x{s}"))
-    gap = np.full((tile_height + 28, 6, 3), 255, np.uint8)
-    row = [tiles[0]]
-    for tile in tiles[1:]:
-        row += [gap, tile]
-    return np.concatenate(row, axis=1)
-
-
-def write_preview(
-    sources: Sequence[image_io.ImageSource],
-    output: str,
-    sizes: Sequence[int] = (224, 448, 720),
-    titles: Optional[Sequence[str]] = None,
-    config: PreprocessConfig = PREPROCESS,
-) -> str:
-    """Writes a PNG with one preview row per photograph (path, bytes or RGB array).
-
-    Returns:
-      The output path.
-    """
-    rows = []
-    for i, source in enumerate(sources):
-        image = source if isinstance(source, np.ndarray) else image_io.read_image(source)
-        if titles is not None:
-            title = titles[i]
-        elif isinstance(source, (str, os.PathLike)):
-            title = os.path.basename(os.fspath(source))
-        else:
-            title = f"#{i}"
-        try:
-            rows.append(preview_panel(image, sizes, title, config=config))
-        except NoFundusError as e:
-            raise NoFundusError(f"{title}: {e}") from None
-    width = max(r.shape[1] for r in rows)
-    padded = [cv2.copyMakeBorder(r, 0, 6, 0, width - r.shape[1], cv2.BORDER_CONSTANT,
-                                 value=(255, 255, 255)) for r in rows]
-    image_io.write_png(output, np.concatenate(padded, axis=0))
-    return output
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m m2cnn_tf.preprocess.fundus --preview IMAGE... --output preview.png``."""
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        prog="python -m m2cnn_tf.preprocess.fundus",
-        description="Fundus preprocessing preview (the paper's Fig. 3): for each photograph, the "
-                    "original with the detected field of view, the centred crop, and Eq. 1 at "
-                    "every size.")
-    parser.add_argument("--preview", nargs="+", metavar="IMAGE", required=True,
-                        help="JPEG or PNG fundus photographs")
-    parser.add_argument("--output", default="preview.png", help="PNG to write (default: %(default)s)")
-    parser.add_argument("--sizes", default="224,448,720",
-                        help="comma-separated output sizes (default: %(default)s)")
-    args = parser.parse_args(argv)
-    try:
-        sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
-    except ValueError:
-        parser.error(f"--sizes must be comma-separated integers, got {args.sizes!r}")
-    try:
-        write_preview(args.preview, args.output, sizes)
-    except (image_io.ImageReadError, NoFundusError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(f"wrote {args.output} ({len(args.preview)} photograph(s), sizes {sizes})")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -149,13 +149,14 @@ def data_dir(tmp_path_factory):
     """12 synthetic photographs at 224 px; the validation split is patients 0–1, all grade 2
     (a one-grade validation split, on purpose: every evaluation in the suite meets it)."""
     from m2cnn_tf.data import builder, sources
+    from m2cnn_tf.config import BuilderConfig
 
     out = tmp_path_factory.mktemp("reliability_data") / "synthetic"
     inputs, skipped = sources.synthetic_inputs(12, seed=0, width=SYNTHETIC_WIDTH)
     inputs = [dataclasses.replace(r, split="validation", grade=2) if int(r.patient_id) < 2
               else dataclasses.replace(r, split="train") for r in inputs]
     builder.build(inputs, skipped, str(out),
-                  builder.BuildSettings(resolutions=(224,), examples_per_shard=4, num_workers=1),
+                  BuilderConfig(resolutions=(224,), examples_per_shard=4, num_workers=1),
                   {"kind": "synthetic"}, quiet=True)
     return str(out)
 

@@ -20,6 +20,7 @@ import pytest
 
 from m2cnn_tf.util import faults, locking
 from m2cnn_tf.data import builder, sources
+from m2cnn_tf.config import BuilderConfig
 
 from .conftest import ENV, REPO_ROOT, SYNTHETIC_WIDTH
 from .process import stopped_or_exited
@@ -37,9 +38,9 @@ def build_in_process(output_dir):
     inputs, skipped = sources.synthetic_inputs(NUM_IMAGES, seed=0, width=SYNTHETIC_WIDTH)
     info = {"kind": "synthetic", "num_images": NUM_IMAGES, "synthetic_width": SYNTHETIC_WIDTH}
     return builder.build(inputs, skipped, str(output_dir),
-                         builder.BuildSettings(resolutions=(224,),
-                                               examples_per_shard=EXAMPLES_PER_SHARD,
-                                               num_workers=1),
+                         BuilderConfig(resolutions=(224,),
+                                       examples_per_shard=EXAMPLES_PER_SHARD,
+                                       num_workers=1),
                          info, quiet=True)
 
 

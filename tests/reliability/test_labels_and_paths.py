@@ -6,6 +6,7 @@ import os
 import pytest
 
 from m2cnn_tf.data import builder, sources
+from m2cnn_tf.config import BuilderConfig
 
 from . import hostile
 from .conftest import built_grades, error_rows
@@ -19,8 +20,8 @@ def _photos(folder, names):
 
 def _build(inputs, skipped, out):
     manifest = builder.build(inputs, skipped, str(out),
-                             builder.BuildSettings(resolutions=(224,), num_workers=1,
-                                                   val_fraction=0.0, max_error_fraction=1.0),
+                             BuilderConfig(resolutions=(224,), num_workers=1,
+                                           val_fraction=0.0, max_error_fraction=1.0),
                              {"kind": "test"}, quiet=True)
     return built_grades(out, manifest), error_rows(out)
 
