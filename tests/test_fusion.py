@@ -138,7 +138,6 @@ def test_one_eyed_patients_keep_the_main_model_grade(toy_head):
 
 
 def test_interval_report_over_patients(toy_head):
-    pytest.importorskip("m2cnn_tf.stats")  # another module's; present once it is committed
     head, _, _ = toy_head
     predictions = fusion.fuse(_toy(60, 6, one_eyed=10), head, thresholds.ROUNDING,
                               thresholds.ROUNDING)

@@ -29,7 +29,7 @@ from conftest import REPO_ROOT
 from m2cnn_tf import config
 from m2cnn_tf.util import locking
 from m2cnn_tf.data import builder, input_pipeline, sources
-from m2cnn_tf.grading import metrics
+from m2cnn_tf.grading import agreement, metrics, rule
 from m2cnn_tf.train import checkpoints, losses, optimizers, summaries, loop as training
 from m2cnn_tf import model as m2cnn
 
@@ -138,25 +138,28 @@ def test_kappa_from_accumulated_confusion_equals_sklearn(seed):
         totals = totals + metrics.confusion_counts(truth[start:start + 32],
                                                    predicted[start:start + 32]).numpy()
     expected = cohen_kappa_score(truth, predicted, weights="quadratic", labels=list(range(5)))
-    assert metrics.quadratic_weighted_kappa(totals) == pytest.approx(expected, abs=1e-12)
-    assert metrics.accuracy(totals) == pytest.approx(np.mean(truth == predicted))
+    assert agreement.kappa_from_counts(totals) == pytest.approx(expected, abs=1e-12)
+    assert agreement.accuracy(totals) == pytest.approx(np.mean(truth == predicted))
 
 
 def test_kappa_edge_cases():
     # sklearn's own label set is the grades present; with all five present it agrees too.
     truth, predicted = [0, 1, 2, 3, 4, 4], [0, 2, 2, 3, 3, 4]
     confusion = metrics.confusion_counts(truth, predicted).numpy()
-    assert metrics.quadratic_weighted_kappa(confusion) == pytest.approx(
+    assert agreement.kappa_from_counts(confusion) == pytest.approx(
         cohen_kappa_score(truth, predicted, weights="quadratic"))
-    assert metrics.quadratic_weighted_kappa(np.eye(5) * 3) == 1.0
-    assert metrics.quadratic_weighted_kappa(np.zeros((5, 5))) == 0.0  # no examples
+    assert agreement.kappa_from_counts(np.eye(5) * 3) == 1.0
+    undefined = agreement.KAPPA_WHEN_UNDEFINED
+    assert agreement.kappa_from_counts(np.zeros((5, 5)), undefined) == 0.0  # no examples
     constant = np.zeros((5, 5)); constant[2, 2] = 7  # both raters constant: undefined → 0
-    assert metrics.quadratic_weighted_kappa(constant) == 0.0
+    assert agreement.kappa_from_counts(constant, undefined) == 0.0
 
 
-def test_score_is_rounded_and_clipped_and_argmax_reads_probabilities():
-    scores = tf.constant([-3.0, 0.49, 0.5, 1.51, 3.6, 9.0])
-    assert metrics.score_to_grade(scores).numpy().tolist() == [0, 0, 0, 2, 4, 4]
+def test_score_is_cut_at_the_rounding_cuts_and_argmax_reads_probabilities():
+    scores = tf.constant([-3.0, 0.49, 0.5, 1.5, 1.51, 3.5, 3.6, 9.0])
+    # the rule evaluation and serving use (1.5 → 1, where tf.round's halves to even gave 2)
+    assert rule.apply_thresholds_tf(scores, rule.ROUNDING).numpy().tolist() == [
+        0, 0, 0, 1, 2, 3, 4, 4]
     logits = tf.one_hot([3, 0], 5)
     assert metrics.logits_to_grade(logits).numpy().tolist() == [3, 0]
     stats = metrics.batch_statistics(tf.constant([3, 1]), logits, tf.constant([2.6, 1.2]))

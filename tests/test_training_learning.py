@@ -26,7 +26,7 @@ import pytest
 
 from m2cnn_tf import config
 from m2cnn_tf.data import builder, sources
-from m2cnn_tf.grading import metrics
+from m2cnn_tf.grading import agreement
 from m2cnn_tf.train import summaries, loop as training
 
 # Per grade, the first images by id: 32 in all, every grade present (grades 3 and 4 are rare).
@@ -71,7 +71,7 @@ def test_overfitting_32_photographs_halves_the_loss_and_reaches_kappa_0_8(eyepac
     first_ce = windows[0]["loss/cross_entropy"]
     last_ce = np.mean([w["loss/cross_entropy"] for w in windows[-2:]])
     confusion = np.sum([w["train_confusion_score"] for w in windows[-LAST_WINDOWS:]], axis=0)
-    kappa = metrics.quadratic_weighted_kappa(confusion)
+    kappa = agreement.kappa_from_counts(confusion, agreement.KAPPA_WHEN_UNDEFINED)
     print(f"\nlearning check: loss {first_loss:.3f} (steps 1–{WINDOW}) → {last_loss:.3f} "
           f"(steps {STEPS - 2 * WINDOW + 1}–{STEPS}); cross-entropy {first_ce:.3f} → "
           f"{last_ce:.3f}; training kappa over the last {LAST_WINDOWS * WINDOW} steps {kappa:.3f}; "

@@ -36,6 +36,7 @@ import tensorflow as tf
 
 from m2cnn_tf import model as m2cnn
 from m2cnn_tf.config import NUM_GRADES, PREPROCESS
+from m2cnn_tf.grading import rule
 
 
 # The heads start at global average pooling: its input is the last feature map.
@@ -112,7 +113,7 @@ class GradCam:
 
         Args:
             images: (B, r, r, 3) Eq. 1-normalised pixels (uint8 or float, 0–255).
-            cuts: (4,) float32 score thresholds (``thresholds``), for ``grade``.
+            cuts: (4,) float32 score thresholds, for ``grade`` (``grading.rule``).
 
         Returns:
             the ``MAPS`` (B, r, r) float32 in 0–1, ``predicted_class`` (B,)
@@ -140,13 +141,11 @@ class GradCam:
             del tape
             return (*maps, predicted, tf.nn.softmax(logits, axis=-1), score)
 
-        def nothing():  # oneDNN's batch norm fails on an empty batch (see serving)
-            empty = tf.zeros([0, r, r], tf.float32)
-            return (empty, empty, empty, empty, tf.zeros([0], tf.int32),
-                    tf.zeros([0, NUM_GRADES], tf.float32), tf.zeros([0], tf.float32))
-
-        *maps, predicted, probabilities, score = tf.cond(tf.shape(images)[0] > 0, run, nothing)
-        grade = tf.reduce_sum(tf.cast(score[:, None] > cuts[None, :], tf.int32), axis=1)
+        map_spec = tf.TensorSpec([None, r, r], tf.float32)
+        *maps, predicted, probabilities, score = m2cnn.unless_empty(images, run, (
+            *[map_spec] * len(MAPS), tf.TensorSpec([None], tf.int32),
+            tf.TensorSpec([None, NUM_GRADES], tf.float32), tf.TensorSpec([None], tf.float32)))
+        grade = rule.apply_thresholds_tf(score, cuts)
         return {**dict(zip(MAPS, maps)), "predicted_class": predicted,
                 "probabilities": probabilities, "score": score, "grade": grade}
 

@@ -20,7 +20,7 @@ from m2cnn_tf.fusion.head import (FUSION, NO_PARTNER, FusionConfig, FusionError,
                                   load_head, main_heads, pair_eyes, save_head, FUSION_JSON,
                                   FEATURES_FILE)
 from m2cnn_tf.fusion.report import kappas
-from m2cnn_tf.grading import thresholds
+from m2cnn_tf.grading import rule, thresholds
 from m2cnn_tf.train import checkpoints
 
 
@@ -94,27 +94,12 @@ def _loss(grades, outputs) -> tf.Tensor:
     return LOSS_WEIGHTS[0] * tf.reduce_mean(ce) + LOSS_WEIGHTS[1] * tf.reduce_mean(mse)
 
 
-def train_head(train: Dict[str, np.ndarray], validation: Dict[str, np.ndarray],
-               base_heads: Dict[str, Sequence[np.ndarray]], config: FusionConfig = FUSION,
-               log=None) -> Tuple[keras.Model, Dict]:
-    """Trains the head on paired features; keeps the epoch of lowest validation loss.
-
-    Args:
-      train, validation: ``{"features" (N, C), "grade" (N,), "image_id" (N,)[, "patient_id"]}``
-        (``cached_features`` output); only images whose other eye is present are used.
-      base_heads: the main model's heads (``main_heads``).
-      config: optimiser, schedule and regularisation.
-      log: optional callable taking a line of text.
-
-    Returns:
-      ``(head, history)``: history has ``best_epoch`` (0 = the main model's heads unchanged),
-      ``epochs``, ``validation_loss_start``, ``validation_loss_best``, ``train_pairs``,
-      ``validation_pairs`` (images with a partner).
+def _paired(train: Dict[str, np.ndarray], validation: Dict[str, np.ndarray]) -> Dict[str, Tuple]:
+    """``{"train", "validation": (head inputs, grades)}`` of the images whose other eye is there.
 
     Raises:
-      FusionError: no pair in the training or validation split.
+      FusionError: no pair in a split.
     """
-    keras.utils.set_random_seed(config.seed)
     data = {}
     for name, split in (("train", train), ("validation", validation)):
         partner, eye, _ = pair_eyes(split["image_id"], split.get("patient_id"))
@@ -123,7 +108,16 @@ def train_head(train: Dict[str, np.ndarray], validation: Dict[str, np.ndarray],
             raise FusionError(f"the {name} split has no patient with both eyes; nothing to fuse")
         data[name] = (head_inputs(split["features"], partner, eye, rows),
                       np.asarray(split["grade"], np.int32)[rows])
-    head = build_head(train["features"].shape[1], base_heads, config)
+    return data
+
+
+def _early_stopped_fit(head: keras.Model, data: Dict[str, Tuple], config: FusionConfig) -> Dict:
+    """Mini-batch Adam on ``data["train"]`` until the validation loss stops improving; leaves
+    ``head`` with the weights of the best epoch (step 0 included).
+
+    Returns:
+      ``{"best_epoch", "epochs", "validation_loss_start", "validation_loss_best"}``.
+    """
     optimizer = keras.optimizers.Adam(config.learning_rate)
     variables = head.trainable_variables
 
@@ -155,13 +149,41 @@ def train_head(train: Dict[str, np.ndarray], validation: Dict[str, np.ndarray],
         elif epoch - best_epoch >= config.patience:
             break
     head.set_weights(best_weights)
-    history = {"best_epoch": best_epoch, "epochs": epoch, "validation_loss_start": start,
-               "validation_loss_best": best, "train_pairs": int(len(train_grades)),
-               "validation_pairs": int(len(val_grades))}
+    return {"best_epoch": best_epoch, "epochs": epoch, "validation_loss_start": start,
+            "validation_loss_best": best}
+
+
+def train_head(train: Dict[str, np.ndarray], validation: Dict[str, np.ndarray],
+               base_heads: Dict[str, Sequence[np.ndarray]], config: FusionConfig = FUSION,
+               log=None) -> Tuple[keras.Model, Dict]:
+    """Trains the head on paired features; keeps the epoch of lowest validation loss.
+
+    Args:
+      train, validation: ``{"features" (N, C), "grade" (N,), "image_id" (N,)[, "patient_id"]}``
+        (``cached_features`` output); only images whose other eye is present are used.
+      base_heads: the main model's heads (``main_heads``).
+      config: optimiser, schedule and regularisation.
+      log: optional callable taking a line of text.
+
+    Returns:
+      ``(head, history)``: history has ``best_epoch`` (0 = the main model's heads unchanged),
+      ``epochs``, ``validation_loss_start``, ``validation_loss_best``, ``train_pairs``,
+      ``validation_pairs`` (images with a partner).
+
+    Raises:
+      FusionError: no pair in the training or validation split.
+    """
+    keras.utils.set_random_seed(config.seed)
+    data = _paired(train, validation)
+    head = build_head(train["features"].shape[1], base_heads, config)
+    history = _early_stopped_fit(head, data, config)
+    history.update(train_pairs=int(len(data["train"][1])),
+                   validation_pairs=int(len(data["validation"][1])))
     if log:
-        log(f"fusion head: best epoch {best_epoch} of {epoch} (validation loss {start:.4f} → "
-            f"{best:.4f}; {len(train_grades)} training and {len(val_grades)} validation eyes "
-            f"with a partner)")
+        log(f"fusion head: best epoch {history['best_epoch']} of {history['epochs']} "
+            f"(validation loss {history['validation_loss_start']:.4f} → "
+            f"{history['validation_loss_best']:.4f}; {history['train_pairs']} training and "
+            f"{history['validation_pairs']} validation eyes with a partner)")
     return head, history
 
 
@@ -184,17 +206,17 @@ def fuse(features: Dict[str, np.ndarray], head: keras.Model, main_cuts: Sequence
     per_score = np.asarray(features["score"], np.float32)
     per_prob = tf.nn.softmax(features["logits"]).numpy()
     fused_score, fused_prob = per_score.copy(), per_prob.copy()
-    fused_grade = thresholds.apply_thresholds(per_score, main_cuts)
+    fused_grade = rule.apply_thresholds(per_score, main_cuts)
     rows = np.flatnonzero(partner != NO_PARTNER)
     if rows.size:
         out = head(head_inputs(features["features"], partner, eye, rows), training=False)
         fused_score[rows] = out["score"].numpy()
         fused_prob[rows] = tf.nn.softmax(out["logits"]).numpy()
-        fused_grade[rows] = thresholds.apply_thresholds(fused_score[rows], fused_cuts)
+        fused_grade[rows] = rule.apply_thresholds(fused_score[rows], fused_cuts)
     return {"image_id": features["image_id"], "patient_id": patient,
             "grade": np.asarray(features["grade"], np.int64), "eye": eye,
             "paired": partner != NO_PARTNER, "per_eye_score": per_score,
-            "per_eye_grade": thresholds.apply_thresholds(per_score, main_cuts),
+            "per_eye_grade": rule.apply_thresholds(per_score, main_cuts),
             "per_eye_probabilities": per_prob, "fused_score": fused_score,
             "fused_grade": fused_grade, "fused_probabilities": fused_prob}
 

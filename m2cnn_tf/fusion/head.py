@@ -42,7 +42,7 @@ import tensorflow as tf
 from m2cnn_tf import model as m2cnn
 from m2cnn_tf.config import NUM_GRADES
 from m2cnn_tf.data.sources import KAGGLE_ID
-from m2cnn_tf.grading import thresholds
+from m2cnn_tf.grading import rule
 from m2cnn_tf.train import checkpoints
 
 
@@ -245,11 +245,6 @@ def head_inputs(features: np.ndarray, partner: np.ndarray, eye: np.ndarray,
             EYE: eye[rows].astype(np.float32)}
 
 
-def cut(score: tf.Tensor, cuts: tf.Tensor) -> tf.Tensor:
-    """Grade = how many cuts the score exceeds (``thresholds.apply_thresholds`` in the graph)."""
-    return tf.reduce_sum(tf.cast(score[:, None] > cuts[None, :], tf.int32), axis=1)
-
-
 def patient_outputs(features_model: keras.Model, head: keras.Model, main_cuts: tf.Tensor,
                     fused_cuts: tf.Tensor, left_images: tf.Tensor, right_images: tf.Tensor,
                     left_found: tf.Tensor, right_found: tf.Tensor) -> Dict[str, tf.Tensor]:
@@ -273,12 +268,9 @@ def patient_outputs(features_model: keras.Model, head: keras.Model, main_cuts: t
         return (tf.cast(out["features"], tf.float32), tf.cast(out["logits"], tf.float32),
                 tf.cast(out["score"], tf.float32))
 
-    def nothing():  # oneDNN's batch norm fails on an empty batch (see serving.model_outputs)
-        width = head.inputs[0].shape[-1]
-        return (tf.zeros([0, width], tf.float32), tf.zeros([0, NUM_GRADES], tf.float32),
-                tf.zeros([0], tf.float32))
-
-    features, logits, score = tf.cond(size > 0, run, nothing)
+    features, logits, score = m2cnn.unless_empty(images, run, (
+        tf.TensorSpec([None, head.inputs[0].shape[-1]], tf.float32),
+        tf.TensorSpec([None, NUM_GRADES], tf.float32), tf.TensorSpec([None], tf.float32)))
     both = tf.logical_and(left_found, right_found)
     per_eye = {"left": (features[:size], logits[:size], score[:size], left_found),
                "right": (features[size:], logits[size:], score[size:], right_found)}
@@ -291,7 +283,8 @@ def patient_outputs(features_model: keras.Model, head: keras.Model, main_cuts: t
         fused_score = tf.cast(fused["score"], tf.float32)
         logits_out = tf.where(both[:, None], tf.cast(fused["logits"], tf.float32), own_logits)
         score_out = tf.where(both, fused_score, own_score)
-        grade = tf.where(both, cut(fused_score, fused_cuts), cut(own_score, main_cuts))
+        grade = tf.where(both, rule.apply_thresholds_tf(fused_score, fused_cuts),
+                         rule.apply_thresholds_tf(own_score, main_cuts))
         probabilities = tf.nn.softmax(logits_out, axis=-1)
         from_probabilities = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
         result.update({
@@ -331,7 +324,7 @@ def save_head(model_dir: str, head: keras.Model, fused_cuts: Sequence[float], re
     _atomic_savez(os.path.join(folder, HEAD_FILE),
                   **{f"w{i}": w for i, w in enumerate(head.get_weights())})
     checkpoints.write_json(os.path.join(folder, FUSION_JSON), {
-        **record, "thresholds": list(thresholds.check_thresholds(fused_cuts)),
+        **record, "thresholds": list(rule.check_thresholds(fused_cuts)),
         "feature_dim": int(head.inputs[0].shape[-1]), "head_file": HEAD_FILE})
     return folder
 
@@ -376,4 +369,4 @@ def load_head(model_dir: str, model: Optional[keras.Model] = None) -> Optional[F
                 raise FusionError(
                     f"the fusion head in {folder} was trained on another checkpoint "
                     f"({record.get('checkpoint')}) than the model given; run fuse.py again")
-    return FusionHead(head, thresholds.check_thresholds(record["thresholds"]), record)
+    return FusionHead(head, rule.check_thresholds(record["thresholds"]), record)

@@ -12,17 +12,9 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 
 from m2cnn_tf.config import NUM_GRADES
-from m2cnn_tf.grading import metrics, stats, thresholds
+from m2cnn_tf.grading import agreement, rule, stats
 
 REFERABLE_GRADE = stats.REFERABLE_GRADE  # moderate NPDR or worse: the usual referral threshold
-
-
-def confusion(grades: np.ndarray, predicted: np.ndarray) -> np.ndarray:
-    """(5, 5) int64 counts, rows true grades, columns predicted."""
-    grades = np.asarray(grades, np.int64)
-    predicted = np.asarray(predicted, np.int64)
-    return np.bincount(grades * NUM_GRADES + predicted,
-                       minlength=NUM_GRADES * NUM_GRADES).reshape(NUM_GRADES, NUM_GRADES)
 
 
 def _ratio(numerator: float, denominator: float) -> Optional[float]:
@@ -31,11 +23,11 @@ def _ratio(numerator: float, denominator: float) -> Optional[float]:
 
 def grade_report(grades, predicted) -> Dict:
     """Kappa, accuracy, recall per grade and referable sensitivity/specificity of one grading."""
-    counts = confusion(grades, predicted)
+    counts = agreement.confusion(grades, predicted)
     screening = stats.sensitivity_specificity(grades, predicted)
     return {
-        "kappa": metrics.quadratic_weighted_kappa(counts),
-        "accuracy": metrics.accuracy(counts),
+        "kappa": agreement.kappa_from_counts(counts, agreement.KAPPA_WHEN_UNDEFINED),
+        "accuracy": agreement.accuracy(counts),
         "recall_per_grade": [_ratio(counts[g, g], counts[g].sum()) for g in range(NUM_GRADES)],
         "referable_sensitivity": screening.sensitivity,
         "referable_specificity": screening.specificity,
@@ -58,7 +50,7 @@ def referable_report(grades, scores, probabilities, cuts: Sequence[float], patie
     between grades 1 and 2 (None where undefined: one class only)."""
     grades = np.asarray(grades, np.int64)
     scores = np.asarray(scores, np.float64)
-    screening = stats.sensitivity_specificity(grades, thresholds.apply_thresholds(scores, cuts))
+    screening = stats.sensitivity_specificity(grades, rule.apply_thresholds(scores, cuts))
     interval = _or_none(lambda: stats.bootstrap_interval(
         stats.referable_auc, (grades, scores), groups=patients, num_resamples=num_resamples,
         seed=seed)) if num_resamples else None
@@ -73,7 +65,7 @@ def referable_report(grades, scores, probabilities, cuts: Sequence[float], patie
 
 
 def evaluate_arrays(grades: Sequence[int], scores: Sequence[float], probabilities,
-                    cuts: Sequence[float] = thresholds.ROUNDING, patients=None,
+                    cuts: Sequence[float] = rule.ROUNDING, patients=None,
                     num_resamples: int = stats.NUM_RESAMPLES, seed: int = 0) -> Dict:
     """The full report for one set of predictions.
 
@@ -98,7 +90,7 @@ def evaluate_arrays(grades: Sequence[int], scores: Sequence[float], probabilitie
     if patients is not None and len(patients) != len(grades):
         raise ValueError(f"{len(patients)} patient ids for {len(grades)} images")
     bootstrap = {"num_resamples": num_resamples, "seed": seed}
-    predicted = {"score": thresholds.apply_thresholds(scores, cuts),
+    predicted = {"score": rule.apply_thresholds(scores, cuts),
                  "probabilities": probabilities.argmax(axis=1)}
     report = {
         "count": int(len(grades)),
@@ -131,7 +123,7 @@ def uncertainty_summary(predictions, cuts: Sequence[float]) -> Optional[Dict]:
     if predictions.score_std is None or not len(predictions):
         return None
     std = predictions.score_std
-    right = thresholds.apply_thresholds(predictions.scores, cuts) == predictions.grades
+    right = rule.apply_thresholds(predictions.scores, cuts) == predictions.grades
 
     def mean(values):
         return float(values.mean()) if values.size else None

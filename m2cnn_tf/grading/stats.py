@@ -19,18 +19,17 @@ import math
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
+from sklearn import metrics as sklearn_metrics
 
-from m2cnn_tf.grading import metrics
 from m2cnn_tf.config import NUM_GRADES
+# Kappa and its undefined case are ``agreement``'s; imported here for the intervals below and for
+# callers that take every statistic from this module.
+from m2cnn_tf.grading.agreement import UndefinedStatisticError, quadratic_kappa  # noqa: F401
 
 REFERABLE_GRADE = 2  # moderate NPDR or worse: the usual referral threshold in DR screening
 NUM_RESAMPLES = 1000  # bootstrap resamples: enough for a stable 95 % percentile interval
 CONFIDENCE = 0.95
 CALIBRATION_BINS = 10  # equal-width bins of predicted probability in the reliability plot
-
-
-class UndefinedStatisticError(ValueError):
-    """The statistic has no value on this sample (e.g. an AUC with only one class present)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +78,28 @@ def _group_index(groups: np.ndarray):
     return order, starts, sizes
 
 
+def _resampler(n: int, groups, seed: int) -> Callable[[], np.ndarray]:
+    """A function drawing the rows of one bootstrap resample: ``n`` rows with replacement, or
+    with ``groups`` (per-row ids) as many whole groups as there are, the rows of each together.
+    """
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        return lambda: rng.integers(0, n, n)
+    groups = np.asarray(groups)
+    if len(groups) != n:
+        raise ValueError(f"groups has {len(groups)} entries for {n} rows")
+    order, starts, sizes = _group_index(groups)
+
+    def draw() -> np.ndarray:
+        drawn = rng.integers(0, len(sizes), len(sizes))
+        counts = sizes[drawn]
+        # the rows of each drawn group, concatenated: start of its group + 0, 1, …, size − 1
+        offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        return order[np.repeat(starts[drawn], counts) + offsets]
+
+    return draw
+
+
 def bootstrap_interval(statistic: Callable[..., float], arrays: Sequence, groups=None,
                        num_resamples: int = NUM_RESAMPLES, confidence: float = CONFIDENCE,
                        seed: int = 0) -> Interval:
@@ -117,22 +138,10 @@ def bootstrap_interval(statistic: Callable[..., float], arrays: Sequence, groups
     point = _evaluate(statistic, arrays)
     if point is None:
         raise UndefinedStatisticError("the statistic is undefined on the full sample")
-    rng = np.random.default_rng(seed)
-    if groups is not None:
-        groups = np.asarray(groups)
-        if len(groups) != n:
-            raise ValueError(f"groups has {len(groups)} entries for {n} rows")
-        order, starts, sizes = _group_index(groups)
+    draw_rows = _resampler(n, groups, seed)
     values: List[float] = []
     for _ in range(num_resamples):
-        if groups is None:
-            rows = rng.integers(0, n, n)
-        else:
-            drawn = rng.integers(0, len(sizes), len(sizes))
-            counts = sizes[drawn]
-            # the rows of each drawn group, concatenated: start of its group + 0, 1, …, size − 1
-            offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-            rows = order[np.repeat(starts[drawn], counts) + offsets]
+        rows = draw_rows()
         value = _evaluate(statistic, [a[rows] for a in arrays])
         if value is not None:
             values.append(value)
@@ -159,20 +168,6 @@ def _grades(values, name: str) -> np.ndarray:
 def _same_length(a: np.ndarray, b: np.ndarray, names: str) -> None:
     if len(a) != len(b):
         raise ValueError(f"{names} differ in length: {len(a)} and {len(b)}")
-
-
-def quadratic_kappa(grades, predicted) -> float:
-    """Quadratic weighted kappa of two gradings (``metrics.quadratic_weighted_kappa``).
-
-    Raises:
-      UndefinedStatisticError: both gradings are one and the same constant grade (or empty).
-    """
-    grades, predicted = np.asarray(grades, np.int64), np.asarray(predicted, np.int64)
-    if grades.size == 0 or (np.all(grades == grades[0]) and np.all(predicted == grades[0])):
-        raise UndefinedStatisticError("kappa is undefined when both gradings are one constant")
-    counts = np.bincount(grades * NUM_GRADES + predicted,
-                         minlength=NUM_GRADES * NUM_GRADES).reshape(NUM_GRADES, NUM_GRADES)
-    return metrics.quadratic_weighted_kappa(counts)
 
 
 def kappa_interval(grades, predicted, patients=None, **kw) -> Interval:
@@ -215,11 +210,12 @@ class RocCurve:
     thresholds: np.ndarray
 
 
-def roc_curve(grades, scores) -> RocCurve:
-    """ROC of the score as a referable-DR (grade ≥ 2) detector, one point per distinct score.
+def _both_classes(grades, scores):
+    """(referable, scores) checked: 1-D, one finite score per grade, both classes present.
 
     Raises:
-      UndefinedStatisticError: only referable or only non-referable eyes.
+      UndefinedStatisticError: only referable or only non-referable eyes (scikit-learn would
+        warn and return NaN, or raise a bare ValueError).
     """
     positive = _referable(grades)
     scores = _scores(scores, len(positive))
@@ -228,25 +224,30 @@ def roc_curve(grades, scores) -> RocCurve:
         raise UndefinedStatisticError(
             f"the referable ROC needs both classes; got {num_pos} referable and {num_neg} "
             "non-referable")
-    order = np.argsort(-scores, kind="mergesort")
-    scores, positive = scores[order], positive[order]
-    last_of_tie = np.r_[np.nonzero(np.diff(scores))[0], len(scores) - 1]
-    tp = np.cumsum(positive)[last_of_tie]
-    fp = (last_of_tie + 1) - tp
-    return RocCurve(np.r_[0.0, fp / num_neg], np.r_[0.0, tp / num_pos],
-                    np.r_[np.inf, scores[last_of_tie]])
+    return positive, scores
+
+
+def roc_curve(grades, scores) -> RocCurve:
+    """ROC of the score as a referable-DR (grade ≥ 2) detector, one point per distinct score
+    (``sklearn.metrics.roc_curve`` without dropping collinear points).
+
+    Raises:
+      UndefinedStatisticError: only referable or only non-referable eyes.
+    """
+    positive, scores = _both_classes(grades, scores)
+    fpr, tpr, cuts = sklearn_metrics.roc_curve(positive, scores, drop_intermediate=False)
+    return RocCurve(fpr, tpr, cuts)
 
 
 def referable_auc(grades, scores) -> float:
-    """Area under the referable-DR ROC curve (= ``sklearn.metrics.roc_auc_score(grades ≥ 2,
+    """Area under the referable-DR ROC curve (``sklearn.metrics.roc_auc_score(grades ≥ 2,
     scores)``; ties count one half).
 
     Raises:
       UndefinedStatisticError: only one class present.
     """
-    curve = roc_curve(grades, scores)
-    x, y = curve.false_positive_rate, curve.true_positive_rate
-    return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2.0))
+    positive, scores = _both_classes(grades, scores)
+    return float(sklearn_metrics.roc_auc_score(positive, scores))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,7 +3,8 @@
 The paper grades from the score (Fig. 2, Table II). Rounding puts the cuts at 0.5, 1.5, 2.5 and
 3.5; Kaggle's top entries instead fitted the four cuts on validation data to maximise quadratic
 kappa. ``fit_thresholds`` does that by coordinate ascent starting from rounding and accepting only
-improvements, so a fitted set is never worse than rounding on the data it was fitted on.
+improvements, so a fitted set is never worse than rounding on the data it was fitted on. Scores
+become grades by the one rule (``rule``: how many cuts a score exceeds, in float32).
 """
 
 from __future__ import annotations
@@ -14,40 +15,21 @@ from typing import Sequence, Tuple
 
 import numpy as np
 
-from m2cnn_tf.config import NUM_GRADES
-from m2cnn_tf.grading.metrics import quadratic_weighted_kappa
+from m2cnn_tf.grading import agreement
+# The rule itself (ROUNDING, check_thresholds, apply_thresholds) lives in ``rule``; it is
+# imported here because this module is where callers get, fit, save and load cuts.
+from m2cnn_tf.grading.rule import ROUNDING, apply_thresholds, check_thresholds  # noqa: F401
 
-ROUNDING = tuple(g + 0.5 for g in range(NUM_GRADES - 1))  # (0.5, 1.5, 2.5, 3.5)
 THRESHOLDS_FILE = "thresholds.json"
 _MAX_CANDIDATES = 200  # cut positions tried per threshold and round
 _MAX_ROUNDS = 20
 
 
-def check_thresholds(thresholds: Sequence[float]) -> Tuple[float, ...]:
-    """Validates four strictly increasing finite cuts; returns them as a tuple of floats."""
-    values = tuple(float(t) for t in thresholds)
-    if len(values) != NUM_GRADES - 1:
-        raise ValueError(f"expected {NUM_GRADES - 1} thresholds, got {len(values)}: {values}")
-    if not all(np.isfinite(values)) or any(b <= a for a, b in zip(values, values[1:])):
-        raise ValueError(f"thresholds must be finite and strictly increasing, got {values}")
-    return values
-
-
-def apply_thresholds(scores, thresholds: Sequence[float] = ROUNDING) -> np.ndarray:
-    """Grade = how many cuts the score exceeds (int64, 0–4)."""
-    cuts = np.asarray(check_thresholds(thresholds))
-    return np.searchsorted(cuts, np.asarray(scores, np.float64), side="left").astype(np.int64)
-
-
-def _kappa(grades: np.ndarray, predicted: np.ndarray) -> float:
-    confusion = np.bincount(grades * NUM_GRADES + predicted,
-                            minlength=NUM_GRADES * NUM_GRADES).reshape(NUM_GRADES, NUM_GRADES)
-    return quadratic_weighted_kappa(confusion)
-
-
 def kappa_with(scores, grades, thresholds: Sequence[float] = ROUNDING) -> float:
-    """Quadratic kappa of the grades the thresholds give."""
-    return _kappa(np.asarray(grades, np.int64), apply_thresholds(scores, thresholds))
+    """Quadratic kappa of the grades the thresholds give (``agreement.KAPPA_WHEN_UNDEFINED``
+    where undefined: one grade throughout, predicted as such)."""
+    return agreement.quadratic_kappa(grades, apply_thresholds(scores, thresholds),
+                                     agreement.KAPPA_WHEN_UNDEFINED)
 
 
 def fit_thresholds(scores, grades, initial: Sequence[float] = ROUNDING
@@ -60,9 +42,10 @@ def fit_thresholds(scores, grades, initial: Sequence[float] = ROUNDING
       initial: where to start (rounding by default).
 
     Returns:
-      (thresholds, kappa); kappa is never below that of ``initial``.
+      (thresholds, kappa); kappa is that of the grades ``rule.apply_thresholds`` gives (the
+      export's grades) and never below that of ``initial``.
     """
-    scores = np.asarray(scores, np.float64)
+    scores = np.asarray(scores, np.float32)  # the precision the rule compares in
     grades = np.asarray(grades, np.int64)
     if scores.shape != grades.shape or scores.ndim != 1:
         raise ValueError(f"scores and grades must be 1-D of one length, got {scores.shape} and "
@@ -70,7 +53,7 @@ def fit_thresholds(scores, grades, initial: Sequence[float] = ROUNDING
     cuts = list(check_thresholds(initial))
     best = kappa_with(scores, grades, cuts)
     # Only positions between distinct scores change anything: the midpoints are the candidates.
-    unique = np.unique(scores)
+    unique = np.unique(scores).astype(np.float64)
     midpoints = (unique[1:] + unique[:-1]) / 2.0 if unique.size > 1 else unique
     for _ in range(_MAX_ROUNDS):
         improved = False

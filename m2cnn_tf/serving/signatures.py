@@ -11,10 +11,10 @@ Signatures:
   serving_default(image_bytes: string [None]) — raw JPEG/PNG files, preprocessed in the graph;
   predict_normalized(images: uint8 [None, r, r, 3]) — images already normalised at r.
 Both return ``probabilities`` [None, 5], ``score`` [None], ``grade`` [None] int32 (the score cut
-by the exported thresholds), ``grade_from_probabilities`` [None] int32 and ``fundus_found``
-[None] bool. A photograph in which no fundus is found is not an error (one bad photograph must
-not fail a batch): its ``fundus_found`` is False, both grades are −1 and ``score`` and
-``probabilities`` are NaN.
+by the exported thresholds: ``grading.rule``), ``grade_from_probabilities`` [None] int32 and
+``fundus_found`` [None] bool. A photograph in which no fundus is found is not an error (one bad
+photograph must not fail a batch): its ``fundus_found`` is False, both grades are −1 and
+``score`` and ``probabilities`` are NaN.
   explain_normalized(images: uint8 [None, r, r, 3]) — Grad-CAM maps of normalised images
 (``explain.OUTPUTS``; ``python explain.py``).
   grade_patient(left_image_bytes, right_image_bytes: string [None]) — only when the run has a
@@ -31,7 +31,9 @@ from typing import Dict, Optional
 import keras
 import tensorflow as tf
 
+from m2cnn_tf import model as m2cnn
 from m2cnn_tf.config import NUM_GRADES
+from m2cnn_tf.grading import rule
 from m2cnn_tf.train import checkpoints
 
 
@@ -76,12 +78,10 @@ def model_outputs(model: keras.Model, images: tf.Tensor, cuts: tf.Tensor,
         out = model(images, training=False)
         return tf.cast(out["logits"], tf.float32), tf.cast(out["score"], tf.float32)
 
-    def nothing():  # oneDNN's batch norm fails on an empty batch; TF Serving may send one
-        return tf.zeros([0, NUM_GRADES], tf.float32), tf.zeros([0], tf.float32)
-
-    logits, score = tf.cond(tf.shape(images)[0] > 0, run, nothing)
+    logits, score = m2cnn.unless_empty(images, run, (
+        tf.TensorSpec([None, NUM_GRADES], tf.float32), tf.TensorSpec([None], tf.float32)))
     probabilities = tf.nn.softmax(logits, axis=-1)
-    grade = tf.reduce_sum(tf.cast(score[:, None] > cuts[None, :], tf.int32), axis=1)
+    grade = rule.apply_thresholds_tf(score, cuts)
     from_probabilities = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
     if found is None:
         found = tf.ones_like(grade, dtype=tf.bool)

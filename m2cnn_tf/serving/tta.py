@@ -16,7 +16,7 @@ views, so the averaged output does not change: rotating the photograph by 90° l
 refused.
 
 Averaged: ``score`` and ``probabilities`` (over the views); ``grade`` is the averaged score cut
-by the model's thresholds (the same cuts, compared as the export compares them, in float32) and
+by the model's thresholds (the same cuts and the same rule as the export, ``grading.rule``) and
 ``grade_from_probabilities`` the argmax of the averaged probabilities. ``score_std`` is the
 standard deviation of the score over the views: how much the model's answer depends on the
 orientation, a cheap uncertainty.
@@ -29,8 +29,8 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from m2cnn_tf.grading import rule
 from m2cnn_tf.serving import predictor as predictors
-from m2cnn_tf.grading import thresholds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,13 +78,6 @@ def apply_view(images: np.ndarray, view: View) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(images, view.quarter_turns, axes=(1, 2)))
 
 
-def grades_from_scores(scores: np.ndarray, cuts: Sequence[float]) -> np.ndarray:
-    """How many cuts each score exceeds: ``serving.model_outputs``' rule, in float32 as there."""
-    cuts = np.asarray(thresholds.check_thresholds(cuts), np.float32)
-    scores = np.asarray(scores, np.float32)
-    return np.sum(scores[:, None] > cuts[None, :], axis=1).astype(np.int32)
-
-
 def combine(view_outputs: List[Dict[str, np.ndarray]], cuts: Sequence[float]
             ) -> Dict[str, np.ndarray]:
     """One output from the outputs of every view (see the module docstring).
@@ -113,7 +106,7 @@ def combine(view_outputs: List[Dict[str, np.ndarray]], cuts: Sequence[float]
     outputs = {
         "probabilities": mean_probabilities,
         "score": score,
-        "grade": grades_from_scores(score, cuts),
+        "grade": rule.apply_thresholds(score, cuts),
         "grade_from_probabilities": from_probabilities.astype(np.int32),
         "fundus_found": found,
         STD_OUTPUT: scores.std(axis=0).astype(np.float32),

@@ -37,7 +37,7 @@ import m2cnn_tf
 from m2cnn_tf import config
 from m2cnn_tf.util import locking, progress
 from m2cnn_tf.data import input_pipeline
-from m2cnn_tf.grading import metrics
+from m2cnn_tf.grading import agreement, metrics
 from m2cnn_tf.train import checkpoints, distribution, losses, optimizers, summaries
 from m2cnn_tf.data import builder
 from m2cnn_tf import model as m2cnn
@@ -509,7 +509,8 @@ class _TrainWindow:
     def summary(self) -> Dict:
         result = {f"loss/{k}": v / self.steps for k, v in self.terms.items()}
         result["images_per_second"] = self.images / self.seconds if self.seconds else 0.0
-        result["train_kappa_score"] = metrics.quadratic_weighted_kappa(self.confusion)
+        result["train_kappa_score"] = agreement.kappa_from_counts(
+            self.confusion, agreement.KAPPA_WHEN_UNDEFINED)
         return result
 
 

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from m2cnn_tf.util import faults, locking
 from m2cnn_tf.data import input_pipeline
-from m2cnn_tf.grading import metrics
+from m2cnn_tf.grading import agreement, metrics
 from m2cnn_tf.train import checkpoints, summaries, loop as training
 
 from .conftest import ENV, tiny_config, train_command
@@ -231,14 +231,14 @@ def test_kappa_of_a_one_grade_validation_split(data_dir, tmp_path, reliability):
     constant = np.zeros((5, 5), np.int64)
     constant[2, 2] = 4
     with np.errstate(all="raise"):  # any division by zero would raise here
-        assert metrics.quadratic_weighted_kappa(spread) == 0.0
-        assert metrics.quadratic_weighted_kappa(constant) == 0.0
+        assert agreement.kappa_from_counts(spread) == 0.0  # defined: 1 − 1
+        assert agreement.kappa_from_counts(constant, agreement.KAPPA_WHEN_UNDEFINED) == 0.0
         summary = metrics.summarize({**metrics.zero_statistics(), "confusion_score": spread,
                                      "confusion_argmax": constant, "count": np.int64(4),
                                      "squared_error_sum": np.float64(3.0),
                                      "cross_entropy_sum": np.float64(2.0)})
     assert summary["kappa_score"] == 0.0 and summary["kappa_argmax"] == 0.0
-    assert "one grade" in metrics.quadratic_weighted_kappa.__doc__
+    assert "one true grade" in agreement.kappa_from_counts.__doc__
     # and a real evaluation of the suite's one-grade validation split (grade 2 only)
     evaluation = _shared.get("one_grade_evaluation")
     if evaluation is None:
@@ -251,7 +251,7 @@ def test_kappa_of_a_one_grade_validation_split(data_dir, tmp_path, reliability):
                 f"kappa 0.0 by hand (spread and constant predictions) and in a real evaluation "
                 f"of {evaluation['count']} grade-2 images (score kappa "
                 f"{evaluation['kappa_score']}, argmax {evaluation['kappa_argmax']}, MSE "
-                f"{evaluation['mse']:.3f}); documented in quadratic_weighted_kappa")
+                f"{evaluation['mse']:.3f}); documented in agreement.kappa_from_counts")
 
 
 def _whole_lines(model_dir):
