@@ -78,7 +78,7 @@ def test_saved_model_cli_lists_both_signatures(run):
     assert listed["predict_normalized"][0] == {
         "images": ("DT_UINT8", f"(-1, {RESOLUTION}, {RESOLUTION}, 3)")}
     for name in ("serving_default", "predict_normalized"):
-        assert signatures[name][1] == DOCUMENTED_OUTPUTS, name
+        assert listed[name][1] == DOCUMENTED_OUTPUTS, name
     metadata = signatures.read_metadata(run["version"])
     assert metadata["resolution"] == RESOLUTION and metadata["variant"] == "tiny"
     assert metadata["thresholds_source"] == "fitted on train"
