@@ -248,7 +248,7 @@ def load_trained_model(model_dir: str, checkpoint: str = BEST) -> Tuple[keras.Mo
     if best_record is not None and best_record.get("step") == step:
         validation = best_record.get("metrics")
     else:
-        from m2cnn_tf.train import summaries  # only here: summaries pulls in OpenCV
+        from m2cnn_tf.train import summaries  # only here: summaries pulls in matplotlib
 
         evals = [r for r in summaries.read_metrics(model_dir, "eval") if r.get("step") == step]
         validation = evals[-1]["metrics"] if evals else None
@@ -278,7 +278,7 @@ def read_best_record(model_dir: str, repair: bool = False) -> Optional[Dict]:
     step = checkpoint_step(checkpoint)
     if record is not None and record.get("step") == step:
         return record
-    from m2cnn_tf.train import summaries  # only here: summaries pulls in OpenCV
+    from m2cnn_tf.train import summaries  # only here: summaries pulls in matplotlib
 
     evals = [r for r in summaries.read_metrics(model_dir, "eval") if r.get("step") == step]
     if not evals:
