@@ -5,6 +5,7 @@ import os
 
 import cv2
 import numpy as np
+import pytest
 from matplotlib import pyplot
 
 from m2cnn_tf.util import plots
@@ -34,6 +35,8 @@ def test_confusion_figure_shows_every_count_and_shades_by_row_share():
                                round(plots.CONFUSION_SIZE[0] * plots.DPI))
     shades = figure.axes[0].images[0].get_array()
     np.testing.assert_allclose(shades, [[0.9, 0.1, 0], [0.5, 0.5, 0], [0, 0, 0]])
+    with pytest.raises(ValueError, match=r"\(K, K\) counts, got shape \(2, 3\)"):
+        plots.confusion_figure(np.zeros((2, 3)))
 
 
 def test_roc_figure_has_the_chance_line_the_curves_and_the_operating_point():

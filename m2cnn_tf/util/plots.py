@@ -228,8 +228,13 @@ def confusion_figure(counts, title: str = "", class_names: Optional[Sequence[str
 
     Returns:
       The figure.
+
+    Raises:
+      ValueError: ``counts`` is not a square matrix.
     """
     counts = np.asarray(counts, np.int64)
+    if counts.ndim != 2 or counts.shape[0] != counts.shape[1]:
+        raise ValueError(f"a confusion matrix must be (K, K) counts, got shape {counts.shape}")
     k = counts.shape[0]
     rows = counts.sum(axis=1, keepdims=True)
     shares = np.divide(counts, rows, out=np.zeros(counts.shape), where=rows > 0)
