@@ -20,7 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags  # noqa: E402
 
 from m2cnn_tf.serving import predictor as predictors  # noqa: E402
-from m2cnn_tf.util import progress  # noqa: E402
+from m2cnn_tf.util import atomic, progress  # noqa: E402
 from m2cnn_tf.serving import tta  # noqa: E402
 from m2cnn_tf.config import NUM_GRADES  # noqa: E402
 
@@ -80,11 +80,8 @@ def main(argv):
     for row in rows(results):
         errors += bool(row["error"])
         writer.writerow(row)
-    tmp = FLAGS.output + ".incomplete"
     # errors="surrogateescape": a file name that is not UTF-8 is written back as its own bytes
-    with open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as f:
-        f.write(buffer.getvalue())
-    os.replace(tmp, FLAGS.output)
+    atomic.write_text(FLAGS.output, buffer.getvalue(), errors="surrogateescape")
     print(f"wrote {FLAGS.output}: {len(paths)} rows, {errors} with an error", file=sys.stderr)
     return 0
 

@@ -3,7 +3,7 @@
 Sub-packages by stage; each imports only the ones listed below it (setup.cfg's import-linter
 contracts, checked by tests/test_architecture.py):
 
-  evaluate    grading a data set (collect), the report and its pictures (reporting, plots)
+  evaluate    grading a data set (collect), the report and its pictures (reporting)
   serving     the export's contract (signatures), the writer (export), predictors, TTA,
               explainers — everything that opens a trained model or an export
   explain     Grad-CAM in the graph (gradcam), its pictures and files
@@ -15,7 +15,7 @@ contracts, checked by tests/test_architecture.py):
               synthetic photographs
   preprocess  reading photographs (image_io), Eq. 1 normalisation (fundus) and its TensorFlow
               twin for serving (graph)
-  util        atomic writes, locking, memory settings, fault injection, progress
+  util        atomic writes, plots, locking, memory settings, fault injection, progress
   config      every constant of the paper and every open choice, named once
 """
 

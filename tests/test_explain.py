@@ -215,7 +215,7 @@ def test_command_line_on_a_real_photograph_and_bad_files(exported, eyepacs_1024,
     resolution = signatures.read_metadata(signatures.resolve_export(exported))["resolution"]
     assert picture.shape[1::-1] == explain.panel_size(resolution)
     assert cv2.imread(str(out / "contact_sheet.png")) is not None
-    assert not [n for n in os.listdir(out) if ".tmp" in n]
+    assert not [n for n in os.listdir(out) if ".tmp" in n or "incomplete" in n]
     with open(out / explain.CSV_NAME, newline="") as f:
         rows = {os.path.basename(r["image"]): r for r in csv.DictReader(f)}
     assert set(rows) == {real.name, "notes.jpeg", "black.png"}

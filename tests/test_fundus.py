@@ -319,7 +319,7 @@ def test_preview_command_writes_a_png(tmp_path, eyepacs_1024, eyepacs_fullres):
     assert result.returncode == 0, result.stderr
     panel = image_io.read_image(output)
     assert panel.shape[0] > 2 * 300 and panel.shape[1] > 5 * 300
-    assert not list(tmp_path.glob("*.tmp-*"))
+    assert [p.name for p in tmp_path.iterdir()] == ["preview.png"]  # no temporary left
 
 
 def test_preview_command_reports_a_bad_file(tmp_path):

@@ -32,7 +32,7 @@ import sys
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence
 
 from m2cnn_tf import __version__
-from m2cnn_tf.util import faults, locking, progress
+from m2cnn_tf.util import atomic, faults, locking, progress
 from m2cnn_tf.data import build_worker, records, splits
 from m2cnn_tf.config import BUILDER, NUM_GRADES, PREPROCESS, BuilderConfig, PreprocessConfig
 from m2cnn_tf.data.sources import SPLITS, InputRecord, SkippedInput
@@ -42,7 +42,7 @@ ERRORS = "errors.csv"
 STATE_DIR = ".build"  # plan, per-shard records and the lock; not part of the dataset
 PLAN = "plan.json"
 LOCK = "lock"
-TMP_SUFFIX = ".incomplete"
+TMP_SUFFIX = atomic.TMP_SUFFIX
 
 
 class BuildError(RuntimeError):
@@ -101,19 +101,13 @@ def _write_failed(path: str, error: Exception) -> BuildError:
 
 
 def _atomic_write(path: str, data: bytes) -> None:
-    """Writes through a temporary name, so a killed or failed write leaves the old file or the
-    new one, never half of one; an OSError (a full disk) becomes a BuildError naming the file."""
-    tmp = path + TMP_SUFFIX
+    """``atomic.write_bytes`` (a killed or failed write leaves the old file or the new one, never
+    half of one) behind the ``build.write`` fault point; an OSError (a full disk) becomes a
+    BuildError naming the file."""
     try:
         faults.point("build.write")
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        atomic.write_bytes(path, data)
     except OSError as e:
-        if os.path.exists(tmp):
-            os.remove(tmp)
         raise _write_failed(path, e) from None
 
 

@@ -2,26 +2,26 @@
 and ``predictions.csv``.
 
 ``report.md`` beside ``report.json`` shows the numbers with their intervals and links the PNGs
-(confusion matrices, the referable ROC curve, the reliability plot).
+(confusion matrices, the referable ROC curve, the reliability plot), drawn by ``util.plots``
+from the statistics of ``grading.stats``. Every file is written atomically.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 from typing import Dict, Optional, Sequence
 
 import numpy as np
 
+from matplotlib.figure import Figure
+
 from m2cnn_tf.config import NUM_GRADES
-from m2cnn_tf.evaluate import plots
 from m2cnn_tf.evaluate.collect import Predictions
 from m2cnn_tf.grading import stats, thresholds
 from m2cnn_tf.grading.assessment import REFERABLE_GRADE
-from m2cnn_tf.preprocess import image_io
-from m2cnn_tf.train import summaries
+from m2cnn_tf.util import atomic, plots
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
@@ -87,6 +87,69 @@ def predictions_csv(predictions: Predictions, cuts: Sequence[float]) -> str:
     return buffer.getvalue()
 
 
+def roc_figure(grades, scores, referable_probability=None,
+               operating_point: Optional[stats.Screening] = None,
+               title: str = "Referable DR (grade ≥ 2): ROC") -> Figure:
+    """The referable-DR ROC curve of the score (and of P(referable) if given), with the chance
+    line and the operating point of the fitted thresholds; curves and AUCs from
+    ``grading.stats``. A curve that is undefined (one class only) is left out.
+
+    Args:
+      grades: (N,) true grades.
+      scores: (N,) regression scores.
+      referable_probability: optional (N,) P(grade ≥ 2) from the classification head.
+      operating_point: optional ``stats.Screening`` of the graded predictions.
+      title: above the plot.
+    """
+    curves = []
+    for name, values in (("score", scores), ("P(grade ≥ 2)", referable_probability)):
+        if values is None:
+            continue
+        try:
+            curve = stats.roc_curve(grades, values)
+        except stats.UndefinedStatisticError:
+            continue
+        curves.append(plots.Curve(curve.false_positive_rate, curve.true_positive_rate,
+                                  f"{name}: AUC {stats.referable_auc(grades, values):.3f}"))
+    points = []
+    if operating_point is not None and operating_point.sensitivity is not None \
+            and operating_point.specificity is not None:
+        points.append(plots.Point(
+            1.0 - operating_point.specificity, operating_point.sensitivity,
+            f"grade from the score (fitted cuts):\nsensitivity {operating_point.sensitivity:.1%}, "
+            f"specificity {operating_point.specificity:.1%}"))
+    return plots.roc_figure(curves, points, title)
+
+
+def calibration_figure(table: stats.Calibration,
+                       title: str = "Reliability of P(grade ≥ 2)") -> Figure:
+    """The reliability plot of P(grade ≥ 2) from a ``stats.calibration`` table."""
+    return plots.reliability_figure(
+        table.bin_edges, table.count, table.mean_predicted, table.observed_fraction, title,
+        "predicted P(grade ≥ 2), mean per bin", "observed fraction with grade ≥ 2",
+        f"model (ECE {table.expected_calibration_error:.3f})")
+
+
+def report_figures(report: Dict, title: str = "",
+                   predictions: Optional[Predictions] = None) -> Dict[str, Figure]:
+    """The report's pictures by name: the two confusion matrices always; with ``predictions``
+    (the arrays the report was computed from) also ``roc`` and ``calibration``."""
+    figures = {f"confusion_{how}": plots.confusion_figure(
+        report[how]["confusion"], f"{title} grade from the {how}".strip())
+        for how in ("score", "probabilities")}
+    if predictions is not None and len(predictions):
+        screening = stats.sensitivity_specificity(
+            predictions.grades, thresholds.apply_thresholds(predictions.scores,
+                                                            report["thresholds"]))
+        referable = stats.referable_probability(predictions.probabilities)
+        figures["roc"] = roc_figure(predictions.grades, predictions.scores, referable, screening,
+                                    f"{title} referable DR (grade ≥ 2): ROC".strip())
+        table = stats.calibration(predictions.grades >= REFERABLE_GRADE, np.clip(referable, 0, 1))
+        figures["calibration"] = calibration_figure(
+            table, f"{title} reliability of P(grade ≥ 2)".strip())
+    return figures
+
+
 def write_report(report: Dict, output_dir: str, title: str = "",
                  predictions: Optional[Predictions] = None) -> Dict[str, str]:
     """Writes ``report.json``, ``report.md`` and the pictures; returns their paths.
@@ -98,32 +161,18 @@ def write_report(report: Dict, output_dir: str, title: str = "",
     """
     os.makedirs(output_dir, exist_ok=True)
     paths = {}
-    for how in ("score", "probabilities"):
-        image = summaries.confusion_matrix_image(report[how]["confusion"],
-                                                 f"{title} grade from {how}".strip())
-        paths[f"confusion_{how}"] = os.path.join(output_dir, f"confusion_{how}.png")
-        image_io.write_png(paths[f"confusion_{how}"], image)
+    for name, figure in report_figures(report, title, predictions).items():
+        paths[name] = os.path.join(output_dir, f"{name}.png")
+        plots.write_png(figure, paths[name])
     if predictions is not None and len(predictions):
-        cuts = report["thresholds"]
-        screening = stats.sensitivity_specificity(
-            predictions.grades, thresholds.apply_thresholds(predictions.scores, cuts))
-        paths["roc"] = os.path.join(output_dir, "roc.png")
-        image_io.write_png(paths["roc"], plots.roc_image(
-            predictions.grades, predictions.scores,
-            stats.referable_probability(predictions.probabilities), screening,
-            f"{title} referable DR (grade >= 2): ROC".strip()))
-        table = stats.calibration(predictions.grades >= REFERABLE_GRADE, np.clip(
-            stats.referable_probability(predictions.probabilities), 0, 1))
-        paths["calibration"] = os.path.join(output_dir, "calibration.png")
-        image_io.write_png(paths["calibration"], plots.calibration_image(
-            table, f"{title} reliability of P(grade >= 2)".strip()))
         paths["predictions"] = os.path.join(output_dir, PREDICTIONS_CSV)
-        write_text(paths["predictions"], predictions_csv(predictions, cuts))
+        atomic.write_text(paths["predictions"], predictions_csv(predictions,
+                                                                report["thresholds"]))
     paths["markdown"] = os.path.join(output_dir, REPORT_MD)
     images = {k: os.path.basename(v) for k, v in paths.items() if v.endswith(".png")}
-    write_text(paths["markdown"], markdown(report, images, title))
+    atomic.write_text(paths["markdown"], markdown(report, images, title))
     paths["report"] = os.path.join(output_dir, REPORT_JSON)
-    write_text(paths["report"], json.dumps(report, indent=2))
+    atomic.write_json(paths["report"], report, indent=2)
     return paths
 
 
@@ -203,11 +252,3 @@ def markdown(report: Dict, images: Dict[str, str], title: str = "") -> str:
         if images.get(key):
             lines += [f"### {caption}", "", f"![{caption}]({images[key]})", ""]
     return "\n".join(lines)
-
-
-def write_text(path: str, text: str) -> None:
-    """Writes text through a temporary name (no half file on an interruption)."""
-    tmp = f"{path}.incomplete"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)

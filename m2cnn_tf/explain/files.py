@@ -13,7 +13,7 @@ import numpy as np
 
 from m2cnn_tf.explain.pictures import CONTACT_PER_SHEET, contact_sheet, explanation_image
 from m2cnn_tf.preprocess import fundus, image_io
-from m2cnn_tf.util import progress
+from m2cnn_tf.util import atomic, progress
 
 
 CONTACT_SHEET = "contact_sheet"
@@ -134,7 +134,4 @@ def _write_csv(path: str, results: Sequence[FileExplanation]) -> None:
                        predicted_class=predicted,
                        class_probability=f"{float(r.outputs['probabilities'][predicted]):.4f}")
         writer.writerow(row)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", newline="") as f:
-        f.write(buffer.getvalue())
-    os.replace(tmp, path)
+    atomic.write_text(path, buffer.getvalue())

@@ -44,6 +44,7 @@ from m2cnn_tf.config import NUM_GRADES
 from m2cnn_tf.data.sources import KAGGLE_ID
 from m2cnn_tf.grading import rule
 from m2cnn_tf.train import checkpoints
+from m2cnn_tf.util import atomic
 
 
 FUSION_DIR = "fusion"
@@ -172,10 +173,8 @@ def feature_model(model: keras.Model) -> keras.Model:
 
 
 def _atomic_savez(path: str, **arrays) -> None:
-    tmp = path + ".incomplete"
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
+    """``np.savez`` through the one atomic write (``util.atomic.save_npz``)."""
+    atomic.save_npz(path, arrays)
 
 
 def _summary(logits, score):

@@ -19,6 +19,7 @@ from m2cnn_tf.grading import agreement
 # The rule itself (ROUNDING, check_thresholds, apply_thresholds) lives in ``rule``; it is
 # imported here because this module is where callers get, fit, save and load cuts.
 from m2cnn_tf.grading.rule import ROUNDING, apply_thresholds, check_thresholds  # noqa: F401
+from m2cnn_tf.util import atomic
 
 THRESHOLDS_FILE = "thresholds.json"
 _MAX_CANDIDATES = 200  # cut positions tried per threshold and round
@@ -78,11 +79,8 @@ def save_thresholds(model_dir: str, thresholds: Sequence[float], kappa: float,
                     rounding_kappa: float, split: str) -> str:
     """Writes ``<model_dir>/thresholds.json`` (where ``export.py`` reads it), atomically."""
     path = os.path.join(model_dir, THRESHOLDS_FILE)
-    tmp = path + ".incomplete"
-    with open(tmp, "w") as f:
-        json.dump({"thresholds": list(check_thresholds(thresholds)), "kappa": kappa,
-                   "rounding_kappa": rounding_kappa, "fitted_on": split}, f, indent=2)
-    os.replace(tmp, path)
+    atomic.write_json(path, {"thresholds": list(check_thresholds(thresholds)), "kappa": kappa,
+                             "rounding_kappa": rounding_kappa, "fitted_on": split}, indent=2)
     return path
 
 

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from m2cnn_tf.config import PREPROCESS, PreprocessConfig
+from m2cnn_tf.util import atomic
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -255,7 +256,4 @@ def write_png(path: Union[str, os.PathLike], image: np.ndarray) -> None:
     ok, encoded = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     if not ok:
         raise RuntimeError(f"PNG encoding failed for {path}")
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(encoded.tobytes())
-    os.replace(tmp, path)
+    atomic.write_bytes(path, encoded.tobytes())

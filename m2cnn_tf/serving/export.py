@@ -12,10 +12,8 @@ export takes the version one above the highest present and never overwrites one.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import shutil
-from typing import Optional, Sequence
+from typing import Dict, Optional, Sequence, Union
 
 import keras
 import tensorflow as tf
@@ -29,6 +27,7 @@ from m2cnn_tf.serving.signatures import (BYTES_INPUT, EXPLAIN_SIGNATURE, METADAT
                                          OUTPUTS, PATIENT_INPUTS, PATIENT_SIGNATURE,
                                          SERVING_SIGNATURE, existing_versions, model_outputs)
 from m2cnn_tf.train import checkpoints
+from m2cnn_tf.util import atomic
 
 
 class ExportError(RuntimeError):
@@ -122,6 +121,77 @@ def _fusion_head(model_dir: str, model: keras.Model):
                   "one_eye": "a patient with one fundus found keeps the per-eye grade"}
 
 
+def _new_version_folder(export_dir: str, version: Optional[int]) -> str:
+    """``export_dir/<version>``, by default one above the highest version present.
+
+    Raises:
+      ExportError: ``version`` is not a positive integer, or that version exists already.
+    """
+    versions = existing_versions(export_dir)
+    if version is None:
+        version = (versions[-1] + 1) if versions else 1
+    if not isinstance(version, int) or version < 1:
+        raise ExportError(f"--version must be a positive integer, got {version!r}")
+    target = os.path.join(export_dir, str(version))
+    if os.path.exists(target):
+        raise ExportError(f"{target} exists already; exports are never overwritten (versions "
+                          f"present: {versions}); choose another --version or leave it unset")
+    return target
+
+
+def export_metadata(info: Dict, cuts: Sequence[float], cuts_source: str,
+                    fusion_info: Union[Dict, str]) -> Dict:
+    """What ``assets.extra/m2cnn_metadata.json`` records about an export.
+
+    Args:
+      info: the trained model's description (``checkpoints.load_trained_model``).
+      cuts: the thresholds the export grades with.
+      cuts_source: the thresholds file they came from, or "rounding".
+      fusion_info: the fusion head's description (a dict: the export has ``grade_patient``)
+        or why there is none (a string).
+
+    Returns:
+      The metadata, JSON-serialisable.
+    """
+    validation = info.get("validation") or {}
+    signatures = {SERVING_SIGNATURE: BYTES_INPUT, NORMALIZED_SIGNATURE: NORMALIZED_INPUT,
+                  EXPLAIN_SIGNATURE: NORMALIZED_INPUT}
+    if isinstance(fusion_info, dict):
+        signatures[PATIENT_SIGNATURE] = list(PATIENT_INPUTS)
+    return {
+        "resolution": int(info["resolution"]),
+        "variant": info["variant"],
+        "thresholds": list(cuts),
+        "thresholds_source": (f"fitted on {checkpoints.read_json(cuts_source)['fitted_on']}"
+                              if cuts_source != "rounding" else "rounding"),
+        "preprocessing": dataclasses.asdict(PREPROCESS),
+        "training_data_checksum": info.get("data_checksum"),
+        "validation_kappa_score": validation.get("kappa_score"),
+        "validation_kappa_argmax": validation.get("kappa_argmax"),
+        "checkpoint": os.path.basename(info["checkpoint"]),
+        "step": info["step"],
+        "package_version": __version__,
+        "signatures": signatures,
+        "outputs": list(OUTPUTS),
+        "no_fundus": "fundus_found False, grades -1, score and probabilities NaN",
+        "fusion": fusion_info,
+    }
+
+
+def write_export(archive: keras.export.ExportArchive, metadata: Dict, target: str) -> None:
+    """Writes the SavedModel and its metadata file as the folder ``target``, whole or not at all.
+
+    The folder is written under a hidden name and renamed (``atomic.staged_directory``): TF
+    Serving polls the base path and must never load a half-written version.
+    """
+    os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
+    with atomic.staged_directory(target) as staging:
+        archive.write_out(staging, verbose=False)
+        os.makedirs(os.path.join(staging, METADATA_DIR), exist_ok=True)
+        atomic.write_json(os.path.join(staging, METADATA_DIR, METADATA_FILE), metadata,
+                          indent=2, sort_keys=True)
+
+
 def export_saved_model(model_dir: str, export_dir: str, version: Optional[int] = None,
                        checkpoint: str = checkpoints.BEST) -> str:
     """Exports a training run's checkpoint as ``export_dir/<version>``.
@@ -139,51 +209,11 @@ def export_saved_model(model_dir: str, export_dir: str, version: Optional[int] =
       ExportError: the version exists already, or ``version`` is not a positive integer.
       FileNotFoundError: no such run or checkpoint (naming what exists).
     """
-    versions = existing_versions(export_dir)
-    if version is None:
-        version = (versions[-1] + 1) if versions else 1
-    if not isinstance(version, int) or version < 1:
-        raise ExportError(f"--version must be a positive integer, got {version!r}")
-    target = os.path.join(export_dir, str(version))
-    if os.path.exists(target):
-        raise ExportError(f"{target} exists already; exports are never overwritten (versions "
-                          f"present: {versions}); choose another --version or leave it unset")
+    target = _new_version_folder(export_dir, version)
     model, info = checkpoints.load_trained_model(model_dir, checkpoint)
-    resolution = int(info["resolution"])
     cuts, cuts_source = thresholds.load_thresholds(model_dir)
-    validation = info.get("validation") or {}
-    metadata = {
-        "resolution": resolution,
-        "variant": info["variant"],
-        "thresholds": list(cuts),
-        "thresholds_source": (f"fitted on {checkpoints.read_json(cuts_source)['fitted_on']}"
-                              if cuts_source != "rounding" else "rounding"),
-        "preprocessing": dataclasses.asdict(PREPROCESS),
-        "training_data_checksum": info.get("data_checksum"),
-        "validation_kappa_score": validation.get("kappa_score"),
-        "validation_kappa_argmax": validation.get("kappa_argmax"),
-        "checkpoint": os.path.basename(info["checkpoint"]),
-        "step": info["step"],
-        "package_version": __version__,
-        "signatures": {SERVING_SIGNATURE: BYTES_INPUT, NORMALIZED_SIGNATURE: NORMALIZED_INPUT,
-                       EXPLAIN_SIGNATURE: NORMALIZED_INPUT},
-        "outputs": list(OUTPUTS),
-        "no_fundus": "fundus_found False, grades -1, score and probabilities NaN",
-    }
-    fusion_head, metadata["fusion"] = _fusion_head(model_dir, model)
-    if fusion_head is not None:
-        metadata["signatures"][PATIENT_SIGNATURE] = list(PATIENT_INPUTS)
-    os.makedirs(export_dir, exist_ok=True)
-    # Written under a hidden name and renamed: TF Serving polls the base path and must never
-    # load a half-written version.
-    staging = os.path.join(export_dir, f".incomplete-{version}-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        build_archive(model, resolution, cuts, fusion_head).write_out(staging, verbose=False)
-        os.makedirs(os.path.join(staging, METADATA_DIR), exist_ok=True)
-        with open(os.path.join(staging, METADATA_DIR, METADATA_FILE), "w") as f:
-            json.dump(metadata, f, indent=2, sort_keys=True)
-        os.rename(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    fusion_head, fusion_info = _fusion_head(model_dir, model)
+    metadata = export_metadata(info, cuts, cuts_source, fusion_info)
+    write_export(build_archive(model, int(info["resolution"]), cuts, fusion_head), metadata,
+                 target)
     return target

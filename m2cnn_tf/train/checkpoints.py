@@ -28,7 +28,7 @@ from typing import Dict, Optional, Tuple
 import keras
 import tensorflow as tf
 
-from m2cnn_tf.util import faults
+from m2cnn_tf.util import atomic, faults
 from m2cnn_tf import model as m2cnn
 
 CONFIG_JSON = "config.json"
@@ -73,17 +73,9 @@ def read_json(path: str) -> Dict:
 
 
 def write_json(path: str, value: Dict) -> None:
-    """Writes atomically (a killed process leaves the old file or the new one, never half)."""
-    tmp = path + ".tmp"
-    try:
-        with open(tmp, "w") as f:
-            json.dump(value, f, indent=1, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    except OSError:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """Writes a run's JSON file (indent 1, sorted keys) atomically: a killed process leaves the
+    old file or the new one, never half. Raises the OSError of a failed write."""
+    atomic.write_json(path, value, indent=1, sort_keys=True, end="\n")
 
 
 class CheckpointWriteError(RuntimeError):
@@ -256,7 +248,7 @@ def load_trained_model(model_dir: str, checkpoint: str = BEST) -> Tuple[keras.Mo
     if best_record is not None and best_record.get("step") == step:
         validation = best_record.get("metrics")
     else:
-        from m2cnn_tf.train import summaries  # only here: summaries pulls in OpenCV
+        from m2cnn_tf.train import summaries  # only here: summaries pulls in matplotlib
 
         evals = [r for r in summaries.read_metrics(model_dir, "eval") if r.get("step") == step]
         validation = evals[-1]["metrics"] if evals else None
@@ -286,7 +278,7 @@ def read_best_record(model_dir: str, repair: bool = False) -> Optional[Dict]:
     step = checkpoint_step(checkpoint)
     if record is not None and record.get("step") == step:
         return record
-    from m2cnn_tf.train import summaries  # only here: summaries pulls in OpenCV
+    from m2cnn_tf.train import summaries  # only here: summaries pulls in matplotlib
 
     evals = [r for r in summaries.read_metrics(model_dir, "eval") if r.get("step") == step]
     if not evals:

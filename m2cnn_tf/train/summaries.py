@@ -13,27 +13,21 @@ import os
 import time
 from typing import Dict, Optional
 
-import cv2
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
-from m2cnn_tf.util import faults
+from m2cnn_tf.util import faults, plots
 
 
 METRICS_JSONL = "metrics.jsonl"
 TRAIN_LOGS = "train"  # TensorBoard folders under the model directory
 EVAL_LOGS = "validation"
 
-# Confusion-matrix picture: cell size in pixels, margin for the axis labels, text scale.
-_CELL = 64
-_MARGIN = 48
-_FONT = cv2.FONT_HERSHEY_SIMPLEX
-_FONT_SCALE = 0.5
-
 
 def confusion_matrix_image(confusion, title: str = "") -> np.ndarray:
-    """Draws a confusion matrix: rows true grade, columns predicted, shade = share of the row.
+    """A confusion matrix as a picture for TensorBoard (``util.plots.confusion_figure``: rows
+    the true grade, columns the predicted one, shade = share of the row).
 
     Args:
         confusion: (K, K) counts.
@@ -42,30 +36,7 @@ def confusion_matrix_image(confusion, title: str = "") -> np.ndarray:
     Returns:
         uint8 RGB image (H, W, 3).
     """
-    counts = np.asarray(confusion, dtype=np.int64)
-    k = counts.shape[0]
-    row_totals = counts.sum(axis=1, keepdims=True)
-    shares = np.divide(counts, row_totals, out=np.zeros(counts.shape, np.float64),
-                       where=row_totals > 0)
-    size = _MARGIN + k * _CELL
-    image = np.full((size + _MARGIN // 2, size + _MARGIN // 2, 3), 255, np.uint8)
-    for i in range(k):
-        for j in range(k):
-            y0, x0 = _MARGIN + i * _CELL, _MARGIN + j * _CELL
-            shade = int(round(255 * (1.0 - shares[i, j])))
-            colour = (shade, shade, 255) if i != j else (shade, 255, shade)  # RGB
-            cv2.rectangle(image, (x0, y0), (x0 + _CELL - 1, y0 + _CELL - 1), colour, -1)
-            cv2.rectangle(image, (x0, y0), (x0 + _CELL - 1, y0 + _CELL - 1), (160, 160, 160), 1)
-            text = str(counts[i, j])
-            (w, h), _ = cv2.getTextSize(text, _FONT, _FONT_SCALE, 1)
-            cv2.putText(image, text, (x0 + (_CELL - w) // 2, y0 + (_CELL + h) // 2), _FONT,
-                        _FONT_SCALE, (0, 0, 0), 1, cv2.LINE_AA)
-        for label, org in ((str(i), (_MARGIN // 2 - 4, _MARGIN + i * _CELL + _CELL // 2 + 4)),
-                           (str(i), (_MARGIN + i * _CELL + _CELL // 2 - 4, _MARGIN - 8))):
-            cv2.putText(image, label, org, _FONT, _FONT_SCALE, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.putText(image, f"{title}  (rows: true, columns: predicted)" if title else
-                "rows: true, columns: predicted", (4, 14), _FONT, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
-    return image
+    return plots.to_rgb(plots.confusion_figure(confusion, title))
 
 
 # TensorFlow 2.21 no longer installs TensorBoard, and tf.summary.scalar/image are TensorBoard's
