@@ -120,7 +120,7 @@ class ModelConfig:
     """The network around Keras' Inception-ResNet-v2: extra cells, multi-task heads (paper II)."""
 
     # --- Keras' Inception-ResNet-v2 numbers, repeated because the tiny BaseNet and the extra cells
-    # are built from Keras' pieces; tests/test_model.py checks each against Keras' own network ---
+    # are built from Keras' pieces (model/irv2.py); tests/test_model.py checks them against Keras ---
     block35_scale: float = 0.17  # residual scale of Block35 (Normal Cell-A)
     block17_scale: float = 0.1  # residual scale of Block17 (Normal Cell-B)
     block8_scale: float = 0.2  # residual scale of Block8 (Normal Cell-C)
@@ -133,7 +133,7 @@ class ModelConfig:
     # branch passes the input through, so the width grows by the sum of the last filters (992).
     reduction_b_filters: tuple = ((256, 384), (256, 288), (256, 288, 320))
     # Block8 (Inception-ResNet-C) branches: 1×1 | 1×1 → 1×3 → 3×1; then a biased 1×1 conv back
-    # to the input width. Used for the parameter arithmetic only (Keras builds the block).
+    # to the input width. Builds the block (model/irv2.py) and feeds the parameter arithmetic.
     block8_branch_filters: tuple = ((192,), (192, 224, 256))
     basenet_channels: int = 1536  # width of BaseNet's output, conv_7b_ac
 

@@ -16,12 +16,10 @@ import h5py
 import keras
 import numpy as np
 import pytest
-from keras.src.applications import inception_resnet_v2 as keras_irv2
-from keras.src.legacy.saving import legacy_h5_format
 
 from m2cnn_tf import config
 from m2cnn_tf import model as m2cnn
-from m2cnn_tf.model import architecture
+from m2cnn_tf.model import irv2, transfer
 
 # Paper Table I (299 standing for its "256" column, see PAPER_NOTES.md): input → (before switch,
 # after multi-cell).
@@ -54,15 +52,13 @@ def randomise(variables, seed):
 
 def layers_between(model, start, end):
     """The layers of ``model`` on paths from layer ``start`` (excluded) to ``end`` (included)."""
-    start_layer, found, stack = model.get_layer(start), {}, [model.get_layer(end)]
-    while stack:
-        layer = stack.pop()
-        if layer is start_layer or id(layer) in found:
-            continue
-        found[id(layer)] = layer
-        for node in layer._inbound_nodes:
-            stack.extend(parent.operation for parent in node.parent_nodes)
-    return list(found.values())
+    part = keras.Model(model.get_layer(start).output, model.get_layer(end).output)
+    return [l for l in part.layers if not isinstance(l, keras.layers.InputLayer)]
+
+
+# The residual ``x + scale · r`` of an Inception-ResNet block: Keras' private CustomScaleLayer in
+# Keras' network, irv2.ResidualScale in ours; the same computation and configuration.
+RESIDUAL_SCALE_TYPES = ("CustomScaleLayer", irv2.ResidualScale.__name__)
 
 
 def signature(layer):
@@ -70,7 +66,29 @@ def signature(layer):
     cfg = {k: v for k, v in layer.get_config().items() if k != "name"}
     shapes = tuple(tuple(w.shape) for w in layer.weights)
     config_text = json.dumps(cfg, sort_keys=True, default=str)
-    return type(layer).__name__, config_text, shapes, layer.count_params()
+    kind = type(layer).__name__
+    kind = "residual scale" if kind in RESIDUAL_SCALE_TYPES else kind
+    return kind, config_text, shapes, layer.count_params()
+
+
+def write_imagenet_layout_h5(model, path):
+    """Writes ``model``'s weights in the layout of Keras' downloadable ImageNet ``.h5`` files.
+
+    That layout (Keras 2's HDF5 weights format, which Keras 3 still loads by layer order): root
+    attribute ``layer_names``; one group per layer with attribute ``weight_names``
+    ("conv2d_1/kernel:0", …) and one dataset per weight, trainable weights first.
+    """
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = [layer.name.encode("utf8") for layer in model.layers]
+        f.attrs["backend"] = b"tensorflow"
+        f.attrs["keras_version"] = b"2.1.2"
+        for layer in model.layers:
+            group = f.create_group(layer.name)
+            weights = layer.trainable_weights + layer.non_trainable_weights
+            names = [f"{layer.name}/{w.name}:0".encode("utf8") for w in weights]
+            group.attrs["weight_names"] = np.array(names, dtype=bytes)
+            for name, weight in zip(names, weights):
+                group.create_dataset(name.decode("utf8"), data=weight.numpy())
 
 
 def graph_layers(build, input_shape):
@@ -125,8 +143,7 @@ def notop_weights(tmp_path_factory):
     folder = tmp_path_factory.mktemp("weights")
     files = {"keras3": str(folder / "notop.weights.h5"), "legacy": str(folder / "notop.h5")}
     source.save_weights(files["keras3"])
-    with h5py.File(files["legacy"], "w") as f:  # the format of Keras' downloadable ImageNet file
-        legacy_h5_format.save_weights_to_hdf5_group(f, source)
+    write_imagenet_layout_h5(source, files["legacy"])  # the format of Keras' ImageNet file
     return source, files
 
 
@@ -313,12 +330,12 @@ def test_reduction_b_is_keras_mixed_7a(keras_notop):
 
 def test_block8_cells_are_keras_block8(keras_notop):
     keras_layers = layers_between(keras_notop, "mixed_7a", "block8_1_ac")
-    ours = graph_layers(lambda x: architecture._block8(x, block_idx="medial_1"), (8, 8, 2080))
+    ours = graph_layers(lambda x: irv2.block8(x, block_idx="medial_1"), (8, 8, 2080))
     assert Counter(map(signature, ours)) == Counter(map(signature, keras_layers))
     assert sum(l.count_params() for l in ours) == block8(2080)
     # The cell group's closing projection is a conv_7b-style 1×1 conv + BN + ReLU.
     conv_7b = [keras_notop.get_layer(n) for n in ("conv_7b", "conv_7b_bn", "conv_7b_ac")]
-    ours = graph_layers(lambda x: keras_irv2.conv2d_bn(x, 1536, 1, name="conv_7b"), (8, 8, 2080))
+    ours = graph_layers(lambda x: irv2.conv2d_bn(x, 1536, 1, name="conv_7b"), (8, 8, 2080))
     assert list(map(signature, ours)) == list(map(signature, conv_7b))
 
 
@@ -327,24 +344,62 @@ def test_cells_in_built_model_have_keras_layers():
     medial = model.get_layer("medial_cells")
     names = {l.name for l in medial.layers}
     assert {"medial_reduction_b", "block8_medial_1_mixed", "block8_medial_1_conv",
-            "block8_medial_1_ac", "medial_conv", "medial_conv_bn", "medial_conv_ac"} <= names
+            "block8_medial_1_ac", "block8_medial_1_scale", "medial_conv", "medial_conv_bn",
+            "medial_conv_ac"} <= names
     assert tuple(medial.get_layer("medial_reduction_b").output.shape) == (None, 5, 5, 2528)
     assert tuple(medial.output.shape) == (None, 5, 5, 1536)
-    scales = [l.scale for l in medial.layers if isinstance(l, keras_irv2.CustomScaleLayer)]
+    scales = [l.scale for l in medial.layers if isinstance(l, irv2.ResidualScale)]
     assert scales == [config.MODEL.block8_scale]
 
 
-def test_basenet_builder_is_keras_constructor(keras_notop):
-    """With the paper's repeats, the builder behind the tiny variant gives Keras' very network."""
-    ours = architecture._basenet_from_keras_blocks((299, 299, 3), config.VARIANTS["m2cnn"], name="ours")
-    assert len(ours.layers) == len(keras_notop.layers)
-    for mine, theirs in zip(ours.layers, keras_notop.layers):
-        assert signature(mine) == signature(theirs), (mine.name, theirs.name)
-        if not AUTO_NAMED.match(theirs.name):
-            assert mine.name == theirs.name
-    ours.set_weights(keras_notop.get_weights())  # same order of the same shapes
-    x = np.random.default_rng(0).uniform(-1, 1, (1, 299, 299, 3)).astype("float32")
-    np.testing.assert_array_equal(ours(x).numpy(), keras_notop(x).numpy())
+def test_basenet_builder_is_keras_constructor():
+    """With the paper's repeats, irv2's builder (behind the tiny variant) is Keras' very network:
+    the same layers, names and variable paths (so checkpoints restore), and the same outputs."""
+    shape = (224, 224, 3)
+    keras.backend.clear_session()  # both networks name their layers from fresh counters
+    theirs = keras.applications.InceptionResNetV2(include_top=False, weights=None,
+                                                  input_shape=shape)
+    keras.backend.clear_session()
+    ours = irv2.inception_resnet_v2_notop(shape, config.VARIANTS["m2cnn"], name=theirs.name)
+    assert len(ours.layers) == len(theirs.layers)
+    for mine, keras_layer in zip(ours.layers, theirs.layers):
+        assert signature(mine) == signature(keras_layer), (mine.name, keras_layer.name)
+        if not isinstance(mine, irv2.ResidualScale):  # Keras leaves its scale layers unnamed
+            assert mine.name == keras_layer.name
+    assert [v.path for v in ours.weights] == [v.path for v in theirs.weights]
+    randomise(theirs.weights, seed=3)
+    ours.set_weights(theirs.get_weights())  # same order of the same shapes
+    x = np.random.default_rng(0).uniform(-1, 1, (1,) + shape).astype("float32")
+    np.testing.assert_allclose(ours(x).numpy(), theirs(x).numpy(), rtol=0, atol=1e-5)
+    keras.backend.clear_session()
+
+
+def test_residual_scale_is_a_serialisable_layer(tmp_path):
+    inputs = keras.Input(shape=(5, 5, 64))
+    block = keras.Model(inputs, irv2.block8(inputs, block_idx="t"))
+    layer = block.get_layer("block8_t_scale")
+    assert layer.get_config()["scale"] == config.MODEL.block8_scale
+    path = str(tmp_path / "block8.keras")
+    block.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded.get_layer("block8_t_scale"), irv2.ResidualScale)
+    x = np.random.default_rng(1).normal(size=(2, 5, 5, 64)).astype("float32")
+    np.testing.assert_array_equal(loaded(x).numpy(), block(x).numpy())
+
+
+def test_package_uses_no_private_keras_api():
+    package = os.path.dirname(os.path.dirname(os.path.abspath(m2cnn.__file__)))
+    offenders = []
+    for folder, _, names in os.walk(package):
+        for name in names:
+            if name.endswith(".py"):
+                with open(os.path.join(folder, name), encoding="utf8") as f:
+                    text = f.read()
+                if re.search(r"^\s*(from|import)\s+keras\.src", text, re.MULTILINE):
+                    offenders.append(f"{name} imports keras.src")
+                if "._inbound_nodes" in text:
+                    offenders.append(f"{name} reads a layer's _inbound_nodes")
+    assert not offenders
 
 
 def test_tiny_basenet_keeps_keras_names():
@@ -482,7 +537,7 @@ def test_tiny_loads_matching_units_of_a_notop_file(notop_weights, file_format):
     source, files = notop_weights
     model = m2cnn.build_m2cnn(224, "tiny", weights=files[file_format])
     basenet = model.get_layer("basenet")
-    source_units, tiny_units = architecture._basenet_units(source), architecture._basenet_units(basenet)
+    source_units, tiny_units = transfer._basenet_units(source), transfer._basenet_units(basenet)
     assert list(tiny_units) == [
         "mixed_5b", "block35_1_ac", "mixed_6a", "block17_1_ac", "mixed_7a", "conv_7b_ac"
     ]

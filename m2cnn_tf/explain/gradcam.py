@@ -94,10 +94,13 @@ class GradCam:
         self.resolution = int(model.input.shape[1])
         self.block = last_feature_block(model)
         features = model.get_layer(POOLING_LAYER).input
-        if features is not model.get_layer(self.block)._inbound_nodes[-1].output_tensors[0]:
-            raise ValueError(f"{model.name!r}: global pooling does not read the output of "
-                             f"{self.block!r}, the last block on its path")
         self.trunk = keras.Model(model.input, features, name=f"{model.name}_trunk")
+        # The trunk holds exactly the layers that compute the pooling's input, in topological
+        # order, so its last layer is the one that outputs the feature map.
+        if self.trunk.layers[-1] is not model.get_layer(self.block):
+            raise ValueError(f"{model.name!r}: global pooling does not read the output of "
+                             f"{self.block!r}, the last block on its path (it reads the output "
+                             f"of {self.trunk.layers[-1].name!r})")
         self._heads = [model.get_layer(n) for n in
                        (POOLING_LAYER, DROPOUT_LAYER, LOGITS_LAYER, SCORE_LAYER,
                         SCORE_RESHAPE_LAYER)]

@@ -14,6 +14,8 @@ import os
 import keras
 import tensorflow as tf
 
+from m2cnn_tf import model as m2cnn
+
 STRATEGIES = ("default", "mirrored", "multiworker", "tpu")
 # --mixed_precision value → Keras dtype policy (variables stay float32 in both mixed policies).
 PRECISION_POLICIES = {"none": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
@@ -139,21 +141,11 @@ def synchronize_batch_norm(model: keras.Model) -> int:
         The number of layers changed.
     """
     changed = 0
-    for layer in _all_layers(model):
+    for layer in m2cnn.all_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.synchronized = True
             changed += 1
     return changed
-
-
-def _all_layers(model: keras.Model) -> list:
-    """Every layer of ``model``, nested models' layers included."""
-    layers = []
-    for layer in model.layers:
-        layers.append(layer)
-        if isinstance(layer, keras.Model):
-            layers += _all_layers(layer)
-    return layers
 
 
 def num_workers(strategy: tf.distribute.Strategy) -> int:
