@@ -49,12 +49,31 @@ class PreprocessConfig:
     # --- locating the field of view (find_fundus) ---
     # The circle is fitted on a copy whose longer side is about this many pixels.
     detection_size: int = 256
+    # The background (frame) level is this percentile of the detection picture's brightness: the
+    # black corners around the disc cover far more than 1 % of a fundus photograph...
+    background_percentile: float = 1.0
+    # ...and the foreground (retina) level this one: the retina covers far more than the
+    # brightest 10 %, so this is a retina pixel, yet below the optic disc and the reflexes (the
+    # brightest few percent), which would push the threshold up.
+    foreground_percentile: float = 90.0
     # A pixel belongs to the fundus when its brightness (R + G + B, saturated at 255)
     # exceeds the background level by this fraction of the (foreground − background) contrast...
     foreground_fraction: float = 0.15
     # ...and by at least this much (JPEG noise in the black frame stays below it; the darkest
     # EyePACS photographs have a retina only ~10 above the frame).
     min_foreground_contrast: float = 4.0
+    # Fewer edge points than this cannot define a circle reliably: the smallest accepted disc
+    # (``min_radius_fraction``) has about 270 at the detection size, a speck only a handful.
+    min_edge_points: int = 24
+    # RANSAC: 3-point circles tried (at fixed, low-discrepancy positions in the edge-point list);
+    # the one most edge points agree with wins. At the lowest accepted share of points on the
+    # circle (``min_circle_inliers`` = 0.25) three picks all lie on it with probability
+    # 0.25³ = 1/64, so 64 trials expect a clean triple even then; usually most trials are clean.
+    ransac_trials: int = 64
+    # Each trial circle is scored on about this many evenly spaced edge points (EyePACS
+    # photographs have 470–750 at the detection size, so every second or third): enough to rank
+    # the candidates at a fraction of the cost; the winner is refitted and scored on all points.
+    ransac_scoring_points: int = 200
     # An edge point lies on the circle when within this fraction of the detection size of it...
     circle_tolerance: float = 0.006
     # ...and a circle is accepted only when at least this share of the edge points do.

@@ -101,6 +101,27 @@ def test_no_fundus_raises_a_clear_error(kind):
         fundus.find_fundus(image)
 
 
+def test_detection_constants_come_from_the_config():
+    """The RANSAC and threshold constants are PreprocessConfig fields, read from the given one."""
+    image = _disc_photo()
+    expected = fundus.find_fundus(image)
+    needy = dataclasses.replace(PREPROCESS, min_edge_points=100_000)
+    with pytest.raises(fundus.NoFundusError, match="no dark border"):
+        fundus.find_fundus(image, needy)
+    # Other RANSAC budgets still find the same disc (the refit on all inliers decides it).
+    for trials, scoring in ((8, 50), (200, 1000)):
+        config = dataclasses.replace(PREPROCESS, ransac_trials=trials,
+                                     ransac_scoring_points=scoring)
+        found = fundus.find_fundus(image, config)
+        assert (found.cx, found.cy, found.radius) == pytest.approx(
+            (expected.cx, expected.cy, expected.radius), abs=0.5)
+    assert fundus.ransac_fractions(PREPROCESS.ransac_trials).shape == (PREPROCESS.ransac_trials, 3)
+    # The two levels are percentiles of the config: both inside the disc leave no contrast.
+    for levels in ({"background_percentile": 99.0}, {"foreground_percentile": 1.0}):
+        with pytest.raises(fundus.NoFundusError, match="nearly uniform"):
+            fundus.find_fundus(image, dataclasses.replace(PREPROCESS, **levels))
+
+
 def test_wrong_array_types_are_rejected():
     with pytest.raises(TypeError, match="uint8"):
         fundus.find_fundus(np.zeros((100, 100, 3), np.float32))
@@ -244,6 +265,11 @@ def test_bad_sizes_are_rejected():
     for bad in ([], [0], [224.0], ["224"], [True]):
         with pytest.raises(ValueError, match="size"):
             fundus.normalize_fundus_multi(image, bad)
+    for bad in (7, True, 224.0, (224, None)):
+        with pytest.raises(ValueError, match="size"):
+            fundus.check_sizes(bad)
+    assert fundus.check_sizes(np.int64(224)) == (224,)
+    assert fundus.check_sizes([720, np.int32(224)]) == (720, 224)
 
 
 # --- reading files -----------------------------------------------------------------------------

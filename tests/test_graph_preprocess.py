@@ -6,6 +6,7 @@ arithmetic it re-implements, bad input, batches, and that it survives a SavedMod
 (so no Python op hides in it).
 """
 
+import dataclasses
 import time
 
 import cv2
@@ -177,6 +178,26 @@ def test_black_jpeg_gives_found_false_and_gamma_everywhere():
     assert not bool(found)
     assert image.shape == (720, 720, 3) and image.dtype == tf.uint8
     assert np.all(image.numpy() == GAMMA)
+
+
+def test_graph_reads_the_detection_constants_from_the_config_it_is_given():
+    """Non-default RANSAC budgets and levels: the same circle as fundus with the same config;
+    too many edge points required: not found, where fundus raises."""
+    image = np.zeros((600, 800, 3), np.uint8)
+    cv2.circle(image, (390, 310), 330, (150, 80, 40), thickness=cv2.FILLED)
+    cv2.circle(image, (300, 260), 60, (190, 120, 60), thickness=cv2.FILLED)  # an optic disc
+    config = dataclasses.replace(PREPROCESS, ransac_trials=9, ransac_scoring_points=40,
+                                 background_percentile=2.0, foreground_percentile=80.0)
+    expected = fundus.find_fundus(image, config)
+    found, *circle = graph_preprocess._find_fundus(tf.constant(image), config)  # eager: no trace
+    assert bool(found)
+    np.testing.assert_allclose([float(v) for v in circle],
+                               [expected.cx, expected.cy, expected.radius],
+                               rtol=0, atol=MAX_CIRCLE_ERROR * expected.radius)
+    needy = dataclasses.replace(PREPROCESS, min_edge_points=100_000)
+    with pytest.raises(fundus.NoFundusError, match="no dark border"):
+        fundus.find_fundus(image, needy)
+    assert not bool(graph_preprocess._find_fundus(tf.constant(image), needy)[0])
 
 
 def test_batches_in_a_tf_function(eyepacs_1024):

@@ -33,24 +33,26 @@ import numpy as np
 from m2cnn_tf.preprocess import image_io
 from m2cnn_tf.config import PREPROCESS, PreprocessConfig
 
-_MIN_EDGE_POINTS = 24  # fewer boundary points than this cannot define a circle reliably
-_RANSAC_TRIALS = 64  # 3-point circles tried; the one most edge points agree with wins
-_RANSAC_SCORING_POINTS = 200  # candidates are scored on this many evenly spaced edge points
 
-
-def _ransac_fractions(trials: int) -> np.ndarray:
-    """Where in the edge-point list each trial picks its 3 points: (trials, 3) in [0, 1).
+@functools.lru_cache(maxsize=4)
+def ransac_fractions(trials: int) -> np.ndarray:
+    """Where in the edge-point list each RANSAC trial picks its 3 points.
 
     A fixed low-discrepancy sequence (Roberts' R3) instead of a random generator, so the same
     photograph always gives the same circle, here and in the TensorFlow serving graph, whatever
     NumPy version either runs.
+
+    Args:
+      trials: how many trials (``PreprocessConfig.ransac_trials``).
+
+    Returns:
+      (trials, 3) float64 in [0, 1), read-only (it is cached).
     """
     phi = 1.2207440846057596  # the positive root of x⁴ = x + 1 (R3 in three dimensions)
     alpha = np.array([1 / phi, 1 / phi ** 2, 1 / phi ** 3])
-    return np.mod(0.5 + np.arange(1, trials + 1)[:, None] * alpha[None, :], 1.0)
-
-
-RANSAC_FRACTIONS = _ransac_fractions(_RANSAC_TRIALS)
+    fractions = np.mod(0.5 + np.arange(1, trials + 1)[:, None] * alpha[None, :], 1.0)
+    fractions.flags.writeable = False
+    return fractions
 
 
 class NoFundusError(ValueError):
@@ -110,20 +112,21 @@ def _circles_through(p1: np.ndarray, p2: np.ndarray, p3: np.ndarray):
 
 
 def _robust_circle(x: np.ndarray, y: np.ndarray, tolerance: float, min_radius: float,
-                   max_radius: float):
+                   max_radius: float, config: PreprocessConfig):
     """RANSAC then least squares: the circle most edge points lie on, and their share.
 
     Straight cuts (a photograph's frame, a damaged half image) and dark bays in the rim give
-    edge points off the circle; random 3-point circles scored by their inliers ignore them.
+    edge points off the circle; 3-point circles scored by their inliers ignore them.
     """
     points = np.stack([x, y], axis=1)
-    picks = np.minimum((RANSAC_FRACTIONS * len(points)).astype(np.int64), len(points) - 1)
+    fractions = ransac_fractions(config.ransac_trials)
+    picks = np.minimum((fractions * len(points)).astype(np.int64), len(points) - 1)
     cx, cy, r = _circles_through(points[picks[:, 0]], points[picks[:, 1]], points[picks[:, 2]])
     ok = np.isfinite(r) & (r >= min_radius) & (r <= max_radius)
     cx, cy, r = cx[ok], cy[ok], r[ok]
     if r.size == 0:
         return 0.0, 0.0, 0.0, 0.0
-    step = max(1, len(x) // _RANSAC_SCORING_POINTS)
+    step = max(1, len(x) // config.ransac_scoring_points)
     sx, sy = x[::step], y[::step]
     residual = np.abs(np.hypot(sx[None, :] - cx[:, None], sy[None, :] - cy[:, None]) - r[:, None])
     best = int(np.argmax((residual <= tolerance).sum(axis=1)))
@@ -201,7 +204,7 @@ def find_fundus(image: np.ndarray, config: PreprocessConfig = PREPROCESS) -> Fun
 
     Args:
       image: (H, W, 3) RGB uint8 photograph.
-      config: preprocessing constants (detection size, thresholds, acceptance limits).
+      config: preprocessing constants (detection size, thresholds, RANSAC, acceptance limits).
 
     Returns:
       The disc as a FundusCircle in ``image``'s pixel coordinates.
@@ -211,24 +214,73 @@ def find_fundus(image: np.ndarray, config: PreprocessConfig = PREPROCESS) -> Fun
     """
     _check_image(image)
     h, w = image.shape[:2]
-    # Shrink by a whole factor k to about detection_size: one row from each band of k rows
-    # (its middle one), averaged along it over k columns (OpenCV's fast exact area path). A
-    # full k × k average reads every pixel of a camera-sized photograph for a picture whose
-    # rim is then median-filtered anyway; one row in k reads 1/k of them.
+    small, k, row_offset = _detection_picture(image, config)
+    mask = _fundus_mask(small, config)
+    # Only the outline counts: edge points are each row's and column's outermost pixels, so
+    # dark holes (macula, haemorrhages) do not matter, and dark bays reaching the rim give
+    # points off the circle, which the robust fit ignores.
+    x, y = _edge_points(mask)
+    if x.size < config.min_edge_points:
+        raise NoFundusError(
+            "no fundus found: the bright region has no dark border to fit a circle to "
+            "(expected a circular field of view on a black frame)")
+    short_side = min(small.shape[:2])
+    min_radius = config.min_radius_fraction * short_side
+    max_radius = config.max_radius_fraction * short_side
+    cx, cy, r, inliers = _robust_circle(x, y, config.circle_tolerance * max(small.shape),
+                                        min_radius, max_radius, config)
+    if inliers < config.min_circle_inliers:
+        raise NoFundusError(
+            f"no fundus found: the bright region's border is not circular (only "
+            f"{inliers:.0%} of its edge points lie on the best circle)")
+    if not (min_radius <= r <= max_radius):
+        raise NoFundusError(
+            f"no fundus found: fitted circle radius {r * k:.0f} px is implausible for a "
+            f"{w}x{h} photograph (expected {config.min_radius_fraction:g}–"
+            f"{config.max_radius_fraction:g} × the shorter side)")
+    _check_filled_disc(mask, cx, cy, r, config)
+    # Small column x averages source columns kx … kx + k − 1; small row y is source row
+    # ky + row_offset.
+    return FundusCircle(cx=float((cx + 0.5) * k - 0.5), cy=float(cy * k + row_offset),
+                        radius=float(r * k))
+
+
+def _detection_picture(image: np.ndarray, config: PreprocessConfig):
+    """The photograph shrunk by a whole factor k to about ``detection_size``.
+
+    One row from each band of k rows (its middle one), averaged along it over k columns
+    (OpenCV's fast exact area path). A full k × k average reads every pixel of a camera-sized
+    photograph for a picture whose rim is then median-filtered anyway; one row in k reads 1/k
+    of them.
+
+    Returns:
+      (small, k, row_offset): the picture, the factor, and which row of each band it kept.
+    """
+    h, w = image.shape[:2]
     k = max(1, math.ceil(max(h, w) / config.detection_size))
     row_offset = (k - 1) // 2
-    if k > 1:
-        small = cv2.resize(image[row_offset: h // k * k: k, : w // k * k], (w // k, h // k),
-                           interpolation=cv2.INTER_AREA)
-    else:
-        small = image
+    if k == 1:
+        return image, k, row_offset
+    small = cv2.resize(image[row_offset: h // k * k: k, : w // k * k], (w // k, h // k),
+                       interpolation=cv2.INTER_AREA)
+    return small, k, row_offset
+
+
+def _fundus_mask(small: np.ndarray, config: PreprocessConfig) -> np.ndarray:
+    """(h, w) bool: the largest region brighter than the frame, in the detection picture.
+
+    Raises:
+      NoFundusError: the picture is nearly uniform, has no dark frame, or nothing is brighter
+        than its background.
+    """
     # Brightness = R + G + B saturated at 255 (cv2.transform keeps uint8): dark photographs keep
     # more signal than in any one channel, and the saturation keeps over-exposed ones from
     # pushing the threshold up. graph_preprocess reproduces exactly this.
     brightness = cv2.transform(small, np.ones((1, 3), np.float32))
     # A median removes JPEG noise and specks without moving the step at the rim.
     brightness = cv2.medianBlur(brightness, 5)
-    background, foreground = _percentiles_u8(brightness, (1, 90))
+    background, foreground = _percentiles_u8(
+        brightness, (config.background_percentile, config.foreground_percentile))
     contrast = foreground - background
     if contrast < config.min_foreground_contrast:
         raise NoFundusError(
@@ -237,9 +289,10 @@ def find_fundus(image: np.ndarray, config: PreprocessConfig = PREPROCESS) -> Fun
             "dark frame")
     if background > config.max_frame_brightness:
         raise NoFundusError(
-            f"no fundus found: the photograph has no dark frame (its darkest 1 % has "
-            f"channel-sum brightness {background:.0f}, over PreprocessConfig.max_frame_brightness"
-            f"={config.max_frame_brightness:g}); expected a circular retina on a black frame")
+            f"no fundus found: the photograph has no dark frame (its darkest "
+            f"{config.background_percentile:g} % has channel-sum brightness {background:.0f}, "
+            f"over PreprocessConfig.max_frame_brightness={config.max_frame_brightness:g}); "
+            "expected a circular retina on a black frame")
     threshold = background + max(config.min_foreground_contrast,
                                  config.foreground_fraction * contrast)
     mask = (brightness > threshold).astype(np.uint8)
@@ -247,31 +300,12 @@ def find_fundus(image: np.ndarray, config: PreprocessConfig = PREPROCESS) -> Fun
     if count < 2:
         raise NoFundusError("no fundus found: nothing brighter than the background")
     largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    # Only the outline counts: edge points are each row's and column's outermost pixels, so
-    # dark holes (macula, haemorrhages) do not matter, and dark bays reaching the rim give
-    # points off the circle, which the robust fit ignores.
-    mask = labels == largest
+    return labels == largest
 
-    x, y = _edge_points(mask)
-    if x.size < _MIN_EDGE_POINTS:
-        raise NoFundusError(
-            "no fundus found: the bright region has no dark border to fit a circle to "
-            "(expected a circular field of view on a black frame)")
-    short_side = min(small.shape[:2])
-    cx, cy, r, inliers = _robust_circle(
-        x, y, tolerance=config.circle_tolerance * max(small.shape),
-        min_radius=config.min_radius_fraction * short_side,
-        max_radius=config.max_radius_fraction * short_side)
-    if inliers < config.min_circle_inliers:
-        raise NoFundusError(
-            f"no fundus found: the bright region's border is not circular (only "
-            f"{inliers:.0%} of its edge points lie on the best circle)")
 
-    if not (config.min_radius_fraction * short_side <= r <= config.max_radius_fraction * short_side):
-        raise NoFundusError(
-            f"no fundus found: fitted circle radius {r * k:.0f} px is implausible for a "
-            f"{w}x{h} photograph (expected {config.min_radius_fraction:g}–"
-            f"{config.max_radius_fraction:g} × the shorter side)")
+def _check_filled_disc(mask: np.ndarray, cx: float, cy: float, r: float,
+                       config: PreprocessConfig) -> None:
+    """Raises NoFundusError unless the circle is mostly bright inside and mostly dark outside."""
     inside = np.zeros(mask.shape, np.uint8)
     cv2.circle(inside, (int(round(cx)), int(round(cy))), int(round(r)), 1, thickness=cv2.FILLED)
     inside = inside.astype(bool)
@@ -281,10 +315,6 @@ def find_fundus(image: np.ndarray, config: PreprocessConfig = PREPROCESS) -> Fun
         raise NoFundusError(
             f"no fundus found: the bright region is not a filled disc ({inside_fill:.0%} of the "
             f"fitted circle is bright, {outside_fill:.0%} of the outside is)")
-    # Small column x averages source columns kx … kx + k − 1; small row y is source row
-    # ky + row_offset.
-    return FundusCircle(cx=float((cx + 0.5) * k - 0.5), cy=float(cy * k + row_offset),
-                        radius=float(r * k))
 
 
 def resample(image: np.ndarray, size: int, config: PreprocessConfig = PREPROCESS) -> np.ndarray:
@@ -481,8 +511,22 @@ def normalization_size(sizes: Iterable[int], config: PreprocessConfig = PREPROCE
     return max(max(sizes), config.normalization_size)
 
 
-def _check_sizes(sizes: Sequence[int]) -> Tuple[int, ...]:
-    sizes = tuple(sizes)
+def check_sizes(sizes) -> Tuple[int, ...]:
+    """The output sizes as a tuple of ints, or ValueError saying what is allowed.
+
+    Args:
+      sizes: one size or a sequence of them (integers ≥ 8).
+
+    Returns:
+      A non-empty tuple of Python ints.
+    """
+    if isinstance(sizes, (int, np.integer)) and not isinstance(sizes, bool):
+        sizes = (sizes,)
+    try:
+        sizes = tuple(sizes)
+    except TypeError:
+        raise ValueError(f"output sizes must be an integer ≥ 8 or a sequence of them, got "
+                         f"{sizes!r}") from None
     if not sizes:
         raise ValueError("at least one output size is required")
     for s in sizes:
@@ -511,7 +555,7 @@ def normalize_fundus_multi(
     Raises:
       NoFundusError: when no fundus is found.
     """
-    sizes = _check_sizes(sizes)
+    sizes = check_sizes(sizes)
     if circle is None:
         circle = find_fundus(image, config)
     full = normalization_size(sizes, config)
@@ -582,7 +626,7 @@ def load_normalized(
       image_io.ImageReadError: the file is not a readable photograph.
       NoFundusError: it is a photograph without a fundus; the message names it.
     """
-    sizes = _check_sizes(sizes)
+    sizes = check_sizes(sizes)
     if isinstance(source, (bytes, bytearray, memoryview)):
         data, name = bytes(source), name or "<bytes>"
     else:

@@ -6,8 +6,8 @@ training data went through offline — decode, find the disc, crop, Eq. 1, resam
 the standard TensorFlow runtime (no ``tf.numpy_function`` / ``tf.py_function``).
 
 It is a step-by-step twin of ``fundus.load_normalized(bytes, (size,))``, reading the same
-constants from ``PreprocessConfig`` (and the RANSAC table from ``fundus``), and reproducing the
-arithmetic of the OpenCV calls it stands in for:
+constants from ``PreprocessConfig`` (and the RANSAC picks from ``fundus.ransac_fractions``), and
+reproducing the arithmetic of the OpenCV calls it stands in for:
 
 * JPEG: ``tf.io.decode_jpeg(ratio=r, dct_method="INTEGER_ACCURATE")`` is pixel-identical to
   ``cv2.imdecode(IMREAD_REDUCED_COLOR_r)`` (both libjpeg-turbo, both the accurate integer IDCT;
@@ -565,13 +565,13 @@ def _fit_circle(x: tf.Tensor, y: tf.Tensor, keep: tf.Tensor):
     return xm + cx, ym + cy, tf.sqrt(tf.maximum(r2, 0.0))
 
 
-def _robust_circle(x, y, tolerance, min_radius, max_radius):
+def _robust_circle(x, y, tolerance, min_radius, max_radius, config: PreprocessConfig):
     """``fundus._robust_circle``: RANSAC on the fixed R3 picks, then two least-squares refits.
 
     Returns (cx, cy, r, inlier share); the share is 0 when no 3-point circle is plausible.
     """
     n = tf.size(x)
-    fractions = tf.constant(fundus.RANSAC_FRACTIONS, _F64)
+    fractions = tf.constant(fundus.ransac_fractions(config.ransac_trials), _F64)
     picks = tf.minimum(tf.cast(fractions * tf.cast(n, _F64), _I32), n - 1)
     px, py = tf.gather(x, picks), tf.gather(y, picks)
     ax, bx, qx = px[:, 0], px[:, 1], px[:, 2]
@@ -583,7 +583,7 @@ def _robust_circle(x, y, tolerance, min_radius, max_radius):
     r = _hypot(ax - cx, ay - cy)
     ok = tf.math.is_finite(r) & (r >= min_radius) & (r <= max_radius)
 
-    step = tf.maximum(1, n // fundus._RANSAC_SCORING_POINTS)
+    step = tf.maximum(1, n // config.ransac_scoring_points)
     sx, sy = x[::step], y[::step]
     residual = tf.abs(_hypot(sx[None, :] - cx[:, None], sy[None, :] - cy[:, None]) - r[:, None])
     votes = tf.reduce_sum(tf.cast(residual <= tolerance, _I32), axis=1)
@@ -619,47 +619,20 @@ def _find_fundus(image: tf.Tensor, config: PreprocessConfig):
 
     def detect():
         small = _row_sampled_shrink_u8(image, k)
-        hs, ws = _shape2(small)
-        # cv2.transform(small, ones((1, 3))) keeps uint8 depth: the channel sum saturates.
-        brightness = tf.minimum(tf.reduce_sum(tf.cast(small, _I32), axis=2), 255)
-        brightness = _median5(brightness)
-        ordered = tf.sort(tf.reshape(brightness, [-1]))
-        background = _percentile(ordered, 1)
-        foreground = _percentile(ordered, 90)
-        contrast = foreground - background
-        threshold = background + tf.maximum(
-            tf.constant(config.min_foreground_contrast, _F64),
-            config.foreground_fraction * contrast)
-        mask = tf.cast(brightness, _F64) > threshold
-        mask, any_component = _largest_component(mask)
+        mask, plausible = _fundus_mask(small, config)
         x, y = _edge_points(mask)
-        enough = ((contrast >= config.min_foreground_contrast)
-                  & (background <= config.max_frame_brightness) & any_component
-                  & (tf.size(x) >= fundus._MIN_EDGE_POINTS))
+        enough = plausible & (tf.size(x) >= config.min_edge_points)
 
         def fit():
+            hs, ws = _shape2(small)
             short_side = tf.cast(tf.minimum(hs, ws), _F64)
             longest = tf.cast(tf.maximum(tf.maximum(hs, ws), 3), _F64)  # max(small.shape)
             min_r = config.min_radius_fraction * short_side
             max_r = config.max_radius_fraction * short_side
-            cx, cy, r, share = _robust_circle(x, y, config.circle_tolerance * longest, min_r, max_r)
-            # cv2.circle(FILLED) at the rounded centre and radius fills dx² + dy² ≤ r².
-            bound = tf.constant(1e6, _F64)
-            icx = _round_to_int(tf.clip_by_value(cx, -bound, bound), _I64)
-            icy = _round_to_int(tf.clip_by_value(cy, -bound, bound), _I64)
-            ir = _round_to_int(tf.clip_by_value(r, 0.0, bound), _I64)
-            dy = tf.range(tf.cast(hs, _I64))[:, None] - icy
-            dx = tf.range(tf.cast(ws, _I64))[None, :] - icx
-            inside = dx * dx + dy * dy <= ir * ir
-
-            def share_of(region):
-                total = tf.reduce_sum(tf.cast(region, _F64))
-                hits = tf.reduce_sum(tf.cast(region & mask, _F64))
-                return tf.where(total > 0, hits / tf.maximum(total, 1.0), 0.0)
-
+            cx, cy, r, share = _robust_circle(x, y, config.circle_tolerance * longest, min_r,
+                                              max_r, config)
             ok = ((share >= config.min_circle_inliers) & (min_r <= r) & (r <= max_r)
-                  & (share_of(inside) >= config.min_inside_fill)
-                  & (share_of(~inside) <= config.max_outside_fill))
+                  & _filled_disc(mask, cx, cy, r, config))
             kf = tf.cast(k, _F64)
             return ok, (cx + 0.5) * kf - 0.5, cy * kf + tf.cast((k - 1) // 2, _F64), r * kf
 
@@ -667,6 +640,46 @@ def _find_fundus(image: tf.Tensor, config: PreprocessConfig):
 
     big_enough = (tf.minimum(h, w) >= 8) & (h // k >= 1) & (w // k >= 1)
     return tf.cond(big_enough, detect, _not_found)
+
+
+def _fundus_mask(small: tf.Tensor, config: PreprocessConfig):
+    """``fundus._fundus_mask``: (mask, plausible); ``plausible`` is False where it raises."""
+    # cv2.transform(small, ones((1, 3))) keeps uint8 depth: the channel sum saturates.
+    brightness = tf.minimum(tf.reduce_sum(tf.cast(small, _I32), axis=2), 255)
+    brightness = _median5(brightness)
+    ordered = tf.sort(tf.reshape(brightness, [-1]))
+    background = _percentile(ordered, config.background_percentile)
+    foreground = _percentile(ordered, config.foreground_percentile)
+    contrast = foreground - background
+    threshold = background + tf.maximum(
+        tf.constant(config.min_foreground_contrast, _F64),
+        config.foreground_fraction * contrast)
+    mask = tf.cast(brightness, _F64) > threshold
+    mask, any_component = _largest_component(mask)
+    plausible = ((contrast >= config.min_foreground_contrast)
+                 & (background <= config.max_frame_brightness) & any_component)
+    return mask, plausible
+
+
+def _filled_disc(mask: tf.Tensor, cx, cy, r, config: PreprocessConfig) -> tf.Tensor:
+    """``fundus._check_filled_disc`` as a bool: mostly bright inside the circle, dark outside."""
+    hs, ws = _shape2(mask)
+    # cv2.circle(FILLED) at the rounded centre and radius fills dx² + dy² ≤ r².
+    bound = tf.constant(1e6, _F64)
+    icx = _round_to_int(tf.clip_by_value(cx, -bound, bound), _I64)
+    icy = _round_to_int(tf.clip_by_value(cy, -bound, bound), _I64)
+    ir = _round_to_int(tf.clip_by_value(r, 0.0, bound), _I64)
+    dy = tf.range(tf.cast(hs, _I64))[:, None] - icy
+    dx = tf.range(tf.cast(ws, _I64))[None, :] - icx
+    inside = dx * dx + dy * dy <= ir * ir
+
+    def share_of(region):
+        total = tf.reduce_sum(tf.cast(region, _F64))
+        hits = tf.reduce_sum(tf.cast(region & mask, _F64))
+        return tf.where(total > 0, hits / tf.maximum(total, 1.0), 0.0)
+
+    return ((share_of(inside) >= config.min_inside_fill)
+            & (share_of(~inside) <= config.max_outside_fill))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -774,12 +787,6 @@ def _gamma_image(size: int, config: PreprocessConfig) -> tf.Tensor:
 # The whole pipeline
 
 
-def _check_sizes(sizes) -> Tuple[int, ...]:
-    if isinstance(sizes, (int, np.integer)) and not isinstance(sizes, bool):
-        sizes = (sizes,)
-    return fundus._check_sizes(tuple(sizes))
-
-
 @tf.autograph.experimental.do_not_convert
 def _preprocess(image_bytes: tf.Tensor, sizes: Sequence[int],
                 config: PreprocessConfig = PREPROCESS) -> Preprocessed:
@@ -795,7 +802,7 @@ def _preprocess(image_bytes: tf.Tensor, sizes: Sequence[int],
       A ``Preprocessed``; its circle is in the original photograph's pixels (zeros when no
       fundus is found).
     """
-    sizes = _check_sizes(sizes)
+    sizes = fundus.check_sizes(sizes)
     full = fundus.normalization_size(sizes, config)
     data = tf.convert_to_tensor(image_bytes, tf.string)
     data, is_jpeg, width, height, bit_depth = _check_bytes(data, config)
@@ -858,7 +865,7 @@ def _compiled(sizes: Tuple[int, ...], config: PreprocessConfig):
 def preprocess_details(image_bytes, sizes: Sequence[int],
                        config: PreprocessConfig = PREPROCESS) -> Preprocessed:
     """``_preprocess``, usable eagerly too (then through a cached tf.function)."""
-    sizes = _check_sizes(sizes)
+    sizes = fundus.check_sizes(sizes)
     if not tf.executing_eagerly():
         return _preprocess(image_bytes, sizes, config)
     images, found, circle, reduction = _compiled(sizes, config)(
@@ -903,7 +910,7 @@ def preprocess_batch(image_bytes: tf.Tensor, size: int,
     ``preprocess_image_bytes`` mapped over the batch (``tf.map_fn``); an empty batch gives
     (0, size, size, 3) and (0,).
     """
-    size = _check_sizes((size,))[0]
+    size = fundus.check_sizes((size,))[0]
     image_bytes = tf.convert_to_tensor(image_bytes, tf.string)
 
     def one(data):
