@@ -367,18 +367,12 @@ class _Scene:
 
 def _draw_scene(rng: np.random.Generator, width: int | None, eye: str | None,
                 cfg: SyntheticConfig) -> _Scene:
-    """Draws the camera, the field of view and the retina's anatomy."""
-    if width is None:
-        width = int(rng.integers(cfg.camera_width[0], cfg.camera_width[1], endpoint=True))
-    else:
-        rng.integers(0, 2)  # keep the stream aligned whether or not the width is drawn
-    height = int(round(width / _uniform(rng, cfg.aspect_ratio)))
-    fov_radius = _uniform(rng, cfg.fov_radius) * height
-    # Horizontally the disc always fits (2R ≤ 1.2 H < W); vertically it may be clipped.
-    fov_cx = width / 2 + _uniform(rng, (-1, 1)) * cfg.fov_centre_jitter[0] * width
-    fov_cy = height / 2 + _uniform(rng, (-1, 1)) * cfg.fov_centre_jitter[1] * height
-    fov_cx = float(np.clip(fov_cx, fov_radius + 1, width - fov_radius - 1))
+    """Draws the camera, the field of view and the retina's anatomy.
 
+    The draws come from ``rng`` in a fixed order (camera, eye, rotation, anatomy, light), so a
+    seed always gives the same scene.
+    """
+    width, height, fov_cx, fov_cy, fov_radius = _draw_camera(rng, width, cfg)
     render_w = min(width, cfg.render_width)
     scale = render_w / width
     render_h = max(1, int(round(height * scale)))
@@ -392,6 +386,35 @@ def _draw_scene(rng: np.random.Generator, width: int | None, eye: str | None,
     eye = eye or drawn_eye
     mirror = 1.0 if eye == "right" else -1.0  # right eye: optic disc on the viewer's left
     angle = math.radians(_uniform(rng, (-cfg.rotation_deg, cfg.rotation_deg)))
+    to_render = _retina_to_render(cx, cy, radius, mirror, angle)
+    optic_disc, fovea, vessels = _draw_anatomy(rng, to_render, radius, cfg)
+    light = _draw_light(rng, cfg)
+    light.update(rotation=angle, mirror=mirror)
+    return _Scene(
+        width=width, height=height, fov_cx=float(fov_cx), fov_cy=float(fov_cy),
+        fov_radius=float(fov_radius), eye=eye, render_w=render_w, render_h=render_h,
+        cx=cx, cy=cy, radius=radius, optic_disc=optic_disc, fovea=fovea, vessels=vessels,
+        light=light,
+    )
+
+
+def _draw_camera(rng: np.random.Generator, width: int | None, cfg: SyntheticConfig):
+    """The photograph's size and its field of view: (width, height, fov_cx, fov_cy, fov_radius)."""
+    if width is None:
+        width = int(rng.integers(cfg.camera_width[0], cfg.camera_width[1], endpoint=True))
+    else:
+        rng.integers(0, 2)  # keep the stream aligned whether or not the width is drawn
+    height = int(round(width / _uniform(rng, cfg.aspect_ratio)))
+    fov_radius = _uniform(rng, cfg.fov_radius) * height
+    # Horizontally the disc always fits (2R ≤ 1.2 H < W); vertically it may be clipped.
+    fov_cx = width / 2 + _uniform(rng, (-1, 1)) * cfg.fov_centre_jitter[0] * width
+    fov_cy = height / 2 + _uniform(rng, (-1, 1)) * cfg.fov_centre_jitter[1] * height
+    fov_cx = float(np.clip(fov_cx, fov_radius + 1, width - fov_radius - 1))
+    return width, height, fov_cx, fov_cy, fov_radius
+
+
+def _retina_to_render(cx: float, cy: float, radius: float, mirror: float, angle: float):
+    """The map from the retina's frame to render pixels, for a disc at (cx, cy) of ``radius``."""
     cos_a, sin_a = math.cos(angle), math.sin(angle)
 
     def to_render(u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -401,21 +424,29 @@ def _draw_scene(rng: np.random.Generator, width: int | None, eye: str | None,
         py = cy + radius * (sin_a * x + cos_a * y)
         return np.stack([px, py], -1)
 
+    return to_render
+
+
+def _draw_anatomy(rng: np.random.Generator, to_render, radius: float, cfg: SyntheticConfig):
+    """Optic disc (x, y, radius), fovea (x, y) and the vessel tree, in render pixels."""
     od_u, od_v = -_uniform(rng, cfg.optic_disc_offset), _uniform(rng, cfg.optic_disc_height)
     od_r = _uniform(rng, cfg.optic_disc_radius)
     fov_u = od_u + _uniform(rng, cfg.macula_distance)
     fov_v = od_v + _uniform(rng, cfg.macula_drop)
     optic_disc = tuple(to_render(np.array(od_u), np.array(od_v)).tolist()) + (od_r * radius,)
     fovea = tuple(to_render(np.array(fov_u), np.array(fov_v)).tolist())
-
     vessels_uv = _grow_vessel_tree(rng, (od_u, od_v), (fov_u, fov_v), cfg)
     vessels = [
         _Vessel(kind, to_render(pts[:, 0], pts[:, 1]), w * radius, depth)
         for kind, pts, w, depth in vessels_uv
     ]
+    return optic_disc, fovea, vessels
 
+
+def _draw_light(rng: np.random.Generator, cfg: SyntheticConfig) -> dict:
+    """The photograph's nuisance draws: exposure, colour, vignetting, haze, blur, noise, …"""
     gains = [_uniform(rng, g) for g in cfg.channel_gain]
-    light = dict(
+    return dict(
         exposure=_uniform(rng, cfg.exposure),
         gains=np.array(gains, np.float32),
         vignetting=_uniform(rng, cfg.vignetting),
@@ -436,14 +467,6 @@ def _draw_scene(rng: np.random.Generator, width: int | None, eye: str | None,
         jpeg_quality=int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1], endpoint=True)),
         frame_level=_uniform(rng, cfg.frame_level),
         noise_seed=int(rng.integers(2**31)),
-        rotation=angle,
-        mirror=mirror,
-    )
-    return _Scene(
-        width=width, height=height, fov_cx=float(fov_cx), fov_cy=float(fov_cy),
-        fov_radius=float(fov_radius), eye=eye, render_w=render_w, render_h=render_h,
-        cx=cx, cy=cy, radius=radius, optic_disc=optic_disc, fovea=fovea, vessels=vessels,
-        light=light,
     )
 
 
