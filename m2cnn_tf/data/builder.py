@@ -83,8 +83,10 @@ def inputs_checksum(inputs: Sequence[InputRecord], skipped: Sequence[SkippedInpu
     """sha256 of the full list of inputs (ids, grades, splits, locations) and skipped rows."""
     digest = hashlib.sha256()
     for r in sorted(inputs, key=lambda r: r.image_id):
+        # Extra labels only where a record has them, so builds without keep their checksum.
+        labels = "".join(f"\t{name}={value}" for name, value in r.labels)
         digest.update(f"{r.image_id}\t{r.patient_id}\t{r.eye}\t{r.grade}\t{r.split}\t"
-                      f"{r.location}\n".encode("utf-8", errors="surrogateescape"))
+                      f"{r.location}{labels}\n".encode("utf-8", errors="surrogateescape"))
     for s in skipped:
         digest.update(f"skipped\t{s.file}\t{s.reason}\n".encode("utf-8", errors="surrogateescape"))
     return "sha256:" + digest.hexdigest()
@@ -145,6 +147,7 @@ class _ShardWriter:
                 self.abort()
                 raise _write_failed(path + TMP_SUFFIX, e) from None
         self.grades = [0] * NUM_GRADES
+        self.labels: Dict[str, Dict[str, int]] = {}  # extra label → {value: records}
         self.written = 0
         self.errors: List[Dict[str, str]] = []
 
@@ -154,10 +157,13 @@ class _ShardWriter:
                 faults.point("build.write")
                 writer.write(records.make_example(encoded[resolution], resolution, record.grade,
                                                   record.image_id, record.patient_id,
-                                                  record.eye, source))
+                                                  record.eye, source, record.label_dict()))
             except self.write_errors as e:
                 raise _write_failed(self.final[resolution] + TMP_SUFFIX, e) from None
         self.grades[record.grade] += 1
+        for name, value in record.labels:
+            counts = self.labels.setdefault(name, {})
+            counts[str(value)] = counts.get(str(value), 0) + 1
         self.written += 1
 
     def abort(self) -> None:
@@ -184,6 +190,8 @@ class _ShardWriter:
         summary = {"split": self.shard.split, "name": self.shard.name, "count": self.written,
                    "grades": self.grades, "errors": self.errors,
                    "patients": sorted({r.patient_id for r in self.shard.inputs})}
+        if self.labels:  # only builds with extra labels record them (the others keep their bytes)
+            summary["labels"] = self.labels
         _atomic_write(os.path.join(state_dir, self.shard.name + ".json"), _json_bytes(summary))
         return summary
 
@@ -483,6 +491,23 @@ def _write_errors(output_dir: str, errors: List[Dict[str, str]]) -> None:
                   buffer.getvalue().encode("utf-8", errors="surrogateescape"))
 
 
+def _add_label_counts(entry: Dict, summary: Dict) -> None:
+    """Adds a shard's extra-label counts to its split's manifest entry: per label, the records
+    that have it (``known``, and how many of each value) and those that do not (``unknown``)."""
+    if not summary.get("labels") and "labels" not in entry:
+        return
+    labels = entry.setdefault("labels", {})
+    for name in set(labels) | set(summary.get("labels", {})):
+        counts = summary.get("labels", {}).get(name, {})
+        known = sum(counts.values())
+        slot = labels.setdefault(name, {"known": 0, "unknown": entry["count"] - summary["count"],
+                                        "values": {}})
+        slot["known"] += known
+        slot["unknown"] += summary["count"] - known
+        for value, n in counts.items():
+            slot["values"][value] = slot["values"].get(value, 0) + n
+
+
 def _manifest(shards, done, config: BuilderConfig, plan, source_info, total, errors) -> Dict:
     per_split: Dict[str, Dict] = {}
     for shard in shards:
@@ -495,6 +520,7 @@ def _manifest(shards, done, config: BuilderConfig, plan, source_info, total, err
         entry["patients"].update(summary["patients"])
         for r in config.resolutions:
             entry["resolutions"][str(r)]["shards"].append(shard.path(r))
+        _add_label_counts(entry, summary)
     for entry in per_split.values():
         entry["patients"] = len(entry["patients"])
         for r in entry["resolutions"].values():
@@ -517,7 +543,9 @@ def _manifest(shards, done, config: BuilderConfig, plan, source_info, total, err
         "splits": per_split,
         "features": {
             "image": records.IMAGE_ENCODED, "grade": records.GRADE, "id": records.IMAGE_ID,
-            "patient_id": records.PATIENT_ID, "eye": records.EYE, "source": records.SOURCE},
+            "patient_id": records.PATIENT_ID, "eye": records.EYE, "source": records.SOURCE,
+            **{name: records.EXTRA_LABELS[name] for name in sorted(
+                {n for e in per_split.values() for n in e.get("labels", {})})}},
     }
 
 

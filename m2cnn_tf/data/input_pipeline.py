@@ -133,6 +133,9 @@ def _parse(serialized) -> Dict[str, tf.Tensor]:
         "grade": tf.cast(parsed[records.GRADE], tf.int32),
         "image_id": parsed[records.IMAGE_ID],
         "patient_id": parsed[records.PATIENT_ID],
+        # labels beyond the grade: records.UNLABELLED (-1) where the source did not know them
+        **{name: tf.cast(parsed[feature], tf.int32)
+           for name, feature in records.EXTRA_LABELS.items()},
     }
 
 

@@ -6,7 +6,7 @@ reads with ``parse_example``, so the two cannot drift apart.
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Mapping, Optional
 
 IMAGE_ENCODED = "image/encoded"  # JPEG bytes of the normalised fundus, (r, r, 3) uint8 RGB
 IMAGE_FORMAT = "image/format"  # b"jpeg"
@@ -21,6 +21,16 @@ SOURCE = "image/source"  # where the photograph came from (path relative to the 
 UNLABELLED = -1
 ENCODING_FORMAT = b"jpeg"
 
+# Labels beyond the DR grade, under stable names (the key a source and a reader use → the
+# feature). Each is written only into the records whose source knows it, and reads back as
+# UNLABELLED where absent, so a build without them keeps its bytes.
+EXTRA_LABELS = {
+    "quality": "image/quality",  # image quality, EyeQ's scale: 0 Good, 1 Usable, 2 Reject
+    "gradable": "image/gradable",  # 1 gradable, 0 ungradable (as the dataset's graders said)
+    "dme": "image/dme",  # diabetic macular oedema (risk) grade, on the dataset's own scale
+    "patient_grade": "image/patient_grade",  # the patient's DR grade (both eyes), 0–4
+}
+
 
 def make_example(
     encoded: bytes,
@@ -30,8 +40,17 @@ def make_example(
     patient_id: str,
     eye: str,
     source: str,
+    labels: Optional[Mapping[str, int]] = None,
 ) -> bytes:
-    """Serialises one normalised photograph at one resolution as a ``tf.train.Example``."""
+    """Serialises one normalised photograph at one resolution as a ``tf.train.Example``.
+
+    Args:
+        labels: known labels beyond the grade, by their names in ``EXTRA_LABELS``; the others
+            are left out of the record.
+
+    Raises:
+        KeyError: a label name that is not in ``EXTRA_LABELS``.
+    """
     from tensorflow.core.example import example_pb2, feature_pb2  # protobuf only, no TF runtime
 
     def _bytes(value: bytes) -> feature_pb2.Feature:
@@ -51,6 +70,8 @@ def make_example(
         EYE: _bytes(eye.encode("utf-8")),
         SOURCE: _bytes(source.encode("utf-8", errors="surrogateescape")),
     }
+    for name, value in (labels or {}).items():
+        features[EXTRA_LABELS[name]] = _int(value)
     return example_pb2.Example(
         features=feature_pb2.Features(feature=features)).SerializeToString(deterministic=True)
 
@@ -69,6 +90,8 @@ def feature_spec() -> Dict[str, object]:
         PATIENT_ID: tf.io.FixedLenFeature([], tf.string),
         EYE: tf.io.FixedLenFeature([], tf.string),
         SOURCE: tf.io.FixedLenFeature([], tf.string),
+        **{feature: tf.io.FixedLenFeature([], tf.int64, default_value=UNLABELLED)
+           for feature in EXTRA_LABELS.values()},
     }
 
 

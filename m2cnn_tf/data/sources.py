@@ -38,6 +38,13 @@ class InputRecord:
     kind: str  # "file", "synthetic" or "tfds"
     location: str  # file path, "synthetic:<seed>:<width>:<eye>" or "tfds:<split>:<name>"
     split: Optional[str] = None  # fixed by the source (Kaggle Usage, TFDS split), else assigned
+    # Known labels beyond the grade, as sorted (name, value) pairs; names are the keys of
+    # ``records.EXTRA_LABELS`` ("quality", "gradable", "dme", "patient_grade").
+    labels: Tuple[Tuple[str, int], ...] = ()
+
+    def label_dict(self) -> Dict[str, int]:
+        """The known extra labels, ``{name: value}``."""
+        return dict(self.labels)
 
 
 @dataclasses.dataclass(frozen=True)
