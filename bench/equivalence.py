@@ -1,0 +1,156 @@
+"""Same results as an earlier commit: records, trained weights and export outputs, compared.
+
+A refactoring must not change what the code computes. This runs the same three jobs with this
+checkout's code and with a reference checkout's (e.g. ``git worktree add /tmp/ref <commit>``),
+each through its own command-line scripts, and compares:
+
+1. **TFRecords**: the camera originals in ``../shared/data/eyepacs_fullres`` (or synthetic
+   photographs with ``--synthetic``) built at 224 and 448 px — every shard byte for byte, and
+   ``manifest.json`` key by key (keys present on one side only are listed);
+2. **training**: a few steps of the tiny variant from the same seed on the reference's build,
+   without augmentation — every weight of the two final checkpoints;
+3. **export**: the reference's trained run exported by both checkouts' ``export.py`` —
+   ``serving_default`` outputs on the photographs (max abs difference of each output).
+
+    python bench/equivalence.py --reference=/tmp/ref [--work_dir=/tmp/equivalence]
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+from absl import app, flags
+
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.path.join(os.path.dirname(HERE), "shared", "data", "eyepacs_fullres")
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("reference", None, "A checkout of the commit to compare with.", required=True)
+flags.DEFINE_string("work_dir", None, "Where builds, runs and exports go (default: a temporary "
+                    "folder).")
+flags.DEFINE_bool("synthetic", False, "Build 24 synthetic photographs instead of the shared "
+                  "camera originals.")
+flags.DEFINE_integer("train_steps", 3, "Training steps of the tiny variant.")
+
+
+def _run(checkout: str, script: str, *args: str) -> str:
+    env = {**os.environ, "PYTHONPATH": checkout, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run([sys.executable, os.path.join(checkout, script), *args], env=env,
+                            cwd=checkout, capture_output=True, text=True)
+    if result.returncode:
+        raise SystemExit(f"{script} in {checkout} failed:\n{result.stderr[-3000:]}")
+    return result.stdout
+
+
+def _build(checkout: str, out: str) -> None:
+    if FLAGS.synthetic:
+        source = ["--source=synthetic", "--num_images=24", "--synthetic_width=640"]
+    else:
+        source = ["--source=kaggle", f"--images_dir={SHARED}/images",
+                  f"--labels_csv={SHARED}/trainLabels.csv"]
+    _run(checkout, "build_tfrecords.py", *source, "--resolutions=224,448", "--val_fraction=0.2",
+         f"--output_dir={out}", "--quiet")
+
+
+def _compare_builds(a: str, b: str) -> bool:
+    with open(os.path.join(a, "manifest.json")) as f:
+        manifest_a = json.load(f)
+    with open(os.path.join(b, "manifest.json")) as f:
+        manifest_b = json.load(f)
+    shards = [s for split in manifest_a["splits"].values()
+              for r in split["resolutions"].values() for s in r["shards"]]
+    same = [open(os.path.join(a, s), "rb").read() == open(os.path.join(b, s), "rb").read()
+            for s in shards]
+    print(f"records: {sum(same)} of {len(shards)} shards byte-identical")
+    keys = sorted(set(manifest_a) | set(manifest_b))
+    differ = [k for k in keys if manifest_a.get(k) != manifest_b.get(k)]
+    for key in differ:
+        if key == "preprocessing" and key in manifest_a and key in manifest_b:
+            only = {k: manifest_b[key][k] for k in set(manifest_b[key]) - set(manifest_a[key])}
+            changed = [k for k in manifest_a[key] if manifest_a[key].get(k) != manifest_b[key].get(k)]
+            print(f"manifest 'preprocessing': new constants {only}; changed values {changed}")
+        elif key in ("package_version",):
+            print(f"manifest '{key}': {manifest_a.get(key)!r} vs {manifest_b.get(key)!r}")
+        else:
+            print(f"manifest '{key}' differs")
+    print("manifest: every other key equal" if differ else "manifest: identical")
+    return all(same)
+
+
+def _train(checkout: str, data_dir: str, model_dir: str) -> None:
+    _run(checkout, "train.py", "--variant=tiny", "--resolution=224", "--init=none",
+         f"--data_dir={data_dir}", f"--model_dir={model_dir}", "--batch_size=4",
+         f"--train_steps={FLAGS.train_steps}", "--eval_every_steps=1000",
+         "--checkpoint_every_steps=1000", "--noaugment", "--seed=0", "--quiet")
+
+
+def _weights(model_dir: str):
+    from m2cnn_tf.train import checkpoints
+
+    model, _ = checkpoints.load_trained_model(model_dir, checkpoints.LATEST)
+    return [w.numpy() for w in model.weights]
+
+
+def _compare_weights(a: str, b: str) -> bool:
+    import numpy as np
+
+    wa, wb = _weights(a), _weights(b)
+    worst = max(float(np.max(np.abs(x - y))) if x.size else 0.0 for x, y in zip(wa, wb))
+    print(f"training: {len(wa)} weights, max abs difference {worst:g}")
+    return len(wa) == len(wb) and worst == 0.0
+
+
+def _serve(version_dir: str, photos):
+    import numpy as np
+    import tensorflow as tf
+
+    signature = tf.saved_model.load(version_dir).signatures["serving_default"]
+    outputs = [signature(image_bytes=tf.constant([open(p, "rb").read()]))
+               for p in photos]
+    return {k: np.concatenate([o[k].numpy() for o in outputs]) for k in outputs[0]}
+
+
+def _compare_exports(a: str, b: str, photos) -> bool:
+    import numpy as np
+
+    out_a, out_b = _serve(a, photos), _serve(b, photos)
+    ok = set(out_a) == set(out_b)
+    for key in sorted(out_a):
+        x, y = out_a[key].astype(np.float64), out_b[key].astype(np.float64)
+        worst = float(np.nanmax(np.abs(x - y))) if x.size else 0.0
+        ok &= worst <= 1e-6 and np.array_equal(np.isnan(x), np.isnan(y))
+        print(f"export {key}: max abs difference {worst:g} over {len(photos)} photographs")
+    return ok
+
+
+def main(argv):
+    del argv
+    reference = os.path.abspath(FLAGS.reference)
+    work = FLAGS.work_dir or tempfile.mkdtemp(prefix="equivalence_")
+    sides = {"reference": reference, "this": HERE}
+    for name, checkout in sides.items():
+        _build(checkout, os.path.join(work, f"build_{name}"))
+    results = {"records": _compare_builds(*(os.path.join(work, f"build_{n}") for n in sides))}
+    data_dir = os.path.join(work, "build_reference")
+    for name, checkout in sides.items():
+        _train(checkout, data_dir, os.path.join(work, f"run_{name}"))
+    results["weights"] = _compare_weights(*(os.path.join(work, f"run_{n}") for n in sides))
+    run = os.path.join(work, "run_reference")
+    for name, checkout in sides.items():
+        _run(checkout, "export.py", f"--model_dir={run}",
+             f"--export_dir={os.path.join(work, f'export_{name}')}", "--checkpoint=latest")
+    photos = sorted(os.path.join(SHARED, "images", n) for n in os.listdir(
+        os.path.join(SHARED, "images"))) if os.path.isdir(SHARED) else []
+    if not photos:
+        raise SystemExit(f"no photographs to serve: {SHARED} is absent")
+    results["export"] = _compare_exports(*(os.path.join(work, f"export_{n}", "1")
+                                           for n in sides), photos)
+    print("equal:" if all(results.values()) else "DIFFERENT:",
+          ", ".join(f"{k} {'same' if v else 'differ'}" for k, v in results.items()))
+    return 0 if all(results.values()) else 1
+
+
+if __name__ == "__main__":
+    app.run(lambda argv: sys.exit(main(argv)))
