@@ -4,7 +4,7 @@
 
 Extracts the frozen network's pooled features of every image once (cached in
 <model>/fusion/features_<split>.npz), trains a small head that grades each eye from its own
-features, the other eye's features and which eye it is (m2cnn_tf/fusion.py), early-stops it on
+features, the other eye's features and which eye it is (m2cnn_tf/fusion/), early-stops it on
 the validation split, fits its score thresholds there, and saves it to <model>/fusion/
 (head.npz, fusion.json). Prints per-eye and fused kappa for every split. A patient with one eye
 only keeps the per-eye grade. export.py then adds the grade_patient signature. Fit the main
@@ -21,7 +21,8 @@ from absl import app, flags  # noqa: E402
 from m2cnn_tf import fusion  # noqa: E402
 from m2cnn_tf.data import builder, sources  # noqa: E402
 from m2cnn_tf.grading import thresholds  # noqa: E402
-from m2cnn_tf.util import memory  # noqa: E402
+from m2cnn_tf.config import FUSION, FusionConfig  # noqa: E402
+from m2cnn_tf.util import config_flags, memory  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "The training run (its --model_dir) whose frozen features the "
@@ -35,17 +36,7 @@ flags.DEFINE_string("validation_split", "validation", "Split for early stopping 
 flags.DEFINE_list("report_splits", None, "Further splits to report kappa on (default: every "
                   "other split of --data_dir, e.g. test; nothing is fitted on them).")
 flags.DEFINE_integer("batch_size", 16, "Images per batch when extracting features.")
-flags.DEFINE_float("learning_rate", fusion.FUSION.learning_rate, "Adam learning rate of the head.")
-flags.DEFINE_integer("max_epochs", fusion.FUSION.max_epochs, "Most epochs over the training pairs.")
-flags.DEFINE_integer("patience", fusion.FUSION.patience, "Epochs without a lower validation loss "
-                     "before stopping; the best epoch's weights are kept (epoch 0 = the main "
-                     "model's heads unchanged).")
-flags.DEFINE_float("l2", fusion.FUSION.l2, "L2 penalty on the correction read from the other "
-                   "eye's full features.")
-flags.DEFINE_float("dropout", fusion.FUSION.dropout, "Dropout on the other eye's features.")
-flags.DEFINE_integer("fusion_batch_size", fusion.FUSION.batch_size, "Pairs per step when "
-                     "training the head.")
-flags.DEFINE_integer("seed", fusion.FUSION.seed, "Seed of the head's training.")
+config_flags.define_flags(FusionConfig, FUSION)
 flags.DEFINE_bool("recompute_features", False, "Extract the features again even when the cache "
                   "matches the checkpoint and data.")
 
@@ -55,10 +46,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     memory.configure_process_for_image_work()  # as every script that runs the input pipeline
     try:
-        config = fusion.FusionConfig(
-            learning_rate=FLAGS.learning_rate, batch_size=FLAGS.fusion_batch_size,
-            max_epochs=FLAGS.max_epochs, patience=FLAGS.patience, l2=FLAGS.l2,
-            dropout=FLAGS.dropout, seed=FLAGS.seed)
+        config = config_flags.config_from_flags(FusionConfig, FUSION)
         report = FLAGS.report_splits
         if report is None:
             present = builder.read_manifest(FLAGS.data_dir).get("splits", {})

@@ -19,7 +19,6 @@ deleted at the end unless ``--keep``.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import dataclasses
 import hashlib
@@ -28,6 +27,8 @@ import platform
 import shutil
 import sys
 import time
+
+from absl import app, flags
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -38,6 +39,19 @@ DATA = os.path.join(os.path.dirname(REPO), "shared", "data", "eyepacs_1024")
 RESOLUTION = 224
 SHARES = (("test", 1 / 3), ("validation", 1 / 6))  # the rest is train
 
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("images_dir", os.path.join(DATA, "images"), "EyePACS photographs.")
+flags.DEFINE_string("labels_csv", os.path.join(DATA, "trainLabels.csv"), "Their Kaggle labels.")
+flags.DEFINE_string("work_dir", "/tmp/m2cnn_fusion_bench", "TFRecords, the run and the head go here (deleted unless --keep).")
+flags.DEFINE_float("train_minutes", 15.0, "Wall-time budget of the CNN's training.")
+flags.DEFINE_integer("probe_steps", 60, "Steps of the first, timing chunk.")
+flags.DEFINE_integer("chunk_steps", 300, "Most steps per resumed training call.")
+flags.DEFINE_integer("batch_size", 8, "Training batch.")
+flags.DEFINE_integer("eval_every_steps", 150, "Evaluate every this many steps.")
+flags.DEFINE_integer("num_resamples", 2000, "Bootstrap resamples over patients.")
+flags.DEFINE_integer("seed", 0, "Seed of splits and training.")
+flags.DEFINE_bool("keep", False, "Keep --work_dir.")
 
 def assign_patient_splits(inputs, seed: int):
     """Every patient to test, validation or train, stratified by the worse eye's grade."""
@@ -90,23 +104,9 @@ def kappa_intervals(grades, per_eye, fused, patients, num_resamples, seed):
     return per, fus, diff
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images_dir", default=os.path.join(DATA, "images"))
-    parser.add_argument("--labels_csv", default=os.path.join(DATA, "trainLabels.csv"))
-    parser.add_argument("--work_dir", default="/tmp/m2cnn_fusion_bench",
-                        help="TFRecords, the run and the head go here (deleted unless --keep)")
-    parser.add_argument("--train_minutes", type=float, default=15.0,
-                        help="wall-time budget of the CNN's training")
-    parser.add_argument("--probe_steps", type=int, default=60)
-    parser.add_argument("--chunk_steps", type=int, default=300,
-                        help="most steps per resumed training call")
-    parser.add_argument("--batch_size", type=int, default=8)
-    parser.add_argument("--eval_every_steps", type=int, default=150)
-    parser.add_argument("--num_resamples", type=int, default=2000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--keep", action="store_true", help="keep --work_dir")
-    args = parser.parse_args(argv)
+def main(argv) -> int:
+    del argv
+    args = FLAGS
 
     from m2cnn_tf import fusion
     from m2cnn_tf.data import builder, sources
@@ -193,4 +193,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    app.run(lambda argv: sys.exit(main(argv)))

@@ -13,7 +13,6 @@ All run in this process on the same images; prints images/s after a warm-up and 
     python bench/input_pipeline.py [--images N] [--batches 40] [--batch_size 32]
 """
 
-import argparse
 import csv
 import os
 import pathlib
@@ -22,6 +21,8 @@ import shutil
 import sys
 import tempfile
 import time
+
+from absl import app, flags
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import tensorflow as tf  # noqa: E402
@@ -34,6 +35,12 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "eyepacs_1024"
 RESOLUTION = 720
 
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("data", str(DEFAULT_DATA), "Folder with images/ and trainLabels.csv (Kaggle layout).")
+flags.DEFINE_integer("images", 240, "Photographs to build.")
+flags.DEFINE_integer("batches", 40, "Batches timed per pipeline.")
+flags.DEFINE_integer("batch_size", 32, "Images per batch.")
 
 def _build(data, count, workdir):
     with open(data / "trainLabels.csv", newline="") as f:
@@ -109,13 +116,9 @@ def _rate(dataset, batches, batch_size, warmup=5):
     return rate
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", default=str(DEFAULT_DATA))
-    parser.add_argument("--images", type=int, default=240)
-    parser.add_argument("--batches", type=int, default=40)
-    parser.add_argument("--batch_size", type=int, default=32)
-    args = parser.parse_args()
+def main(argv):
+    del argv
+    args = FLAGS
     # As train.py does; process-wide, so the Keras baselines run with the same settings.
     memory.configure_process_for_image_work()
     data = pathlib.Path(args.data)
@@ -143,4 +146,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    app.run(main)

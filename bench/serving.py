@@ -10,7 +10,6 @@ are freshly initialised (``--variant`` m2cnn, the served one, by default).
     python bench/serving.py [--variant m2cnn] [--repeats 3]
 """
 
-import argparse
 import os
 import pathlib
 import platform
@@ -18,6 +17,8 @@ import shutil
 import statistics
 import tempfile
 import time
+
+from absl import app, flags
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
@@ -32,6 +33,13 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_IMAGES = REPO.parent / "shared" / "data" / "eyepacs_fullres" / "images"
 
 
+FLAGS = flags.FLAGS
+flags.DEFINE_string("images", str(DEFAULT_IMAGES), "Folder of camera JPEGs to serve.")
+flags.DEFINE_string("variant", "m2cnn", "m2cnn or tiny.")
+flags.DEFINE_string("resolutions", "224,720", "Comma-separated input sizes.")
+flags.DEFINE_string("batch_sizes", "1,8", "Comma-separated batch sizes.")
+flags.DEFINE_integer("repeats", 2, "Timed passes per case (median).")
+
 def _median_seconds(function, batches, repeats):
     function(batches[0])  # trace and warm up
     times = []
@@ -43,14 +51,9 @@ def _median_seconds(function, batches, repeats):
     return statistics.median(times)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--images", default=str(DEFAULT_IMAGES))
-    parser.add_argument("--variant", default="m2cnn")
-    parser.add_argument("--resolutions", default="224,720")
-    parser.add_argument("--batch_sizes", default="1,8")
-    parser.add_argument("--repeats", type=int, default=2)
-    args = parser.parse_args()
+def main(argv):
+    del argv
+    args = FLAGS
     files = sorted(pathlib.Path(args.images).glob("*.jpeg"))
     encoded = [f.read_bytes() for f in files]
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, TF {tf.__version__}; "
@@ -83,4 +86,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    app.run(main)

@@ -384,3 +384,43 @@ class TrainConfig:
 
 
 TRAIN = TrainConfig()
+
+
+@dataclasses.dataclass(frozen=True)
+class FusionConfig:
+    """Training the two-eye fusion head (fuse.py's flags). The paper has no fusion; every choice
+    is ours."""
+
+    # Adam at the main model's LR2 (a new head).
+    learning_rate: float = setting(LR_NEW, "Adam learning rate of the head.")
+    # Full-batch would do too; mini-batches of 64 let dropout and shuffling regularise on a few
+    # hundred pairs.
+    fusion_batch_size: int = setting(64, "Pairs per step when training the head.")
+    max_epochs: int = setting(300, "Most epochs over the training pairs.")
+    # Early stopping on the validation loss (CE + MSE, Eq. 4's weights): stop after this many
+    # epochs without improvement and keep the best epoch's weights (or step 0's, if none beat it).
+    patience: int = setting(30, "Epochs without a lower validation loss before stopping; the "
+                            "best epoch's weights are kept (epoch 0 = the main model's heads "
+                            "unchanged).")
+    # L2 penalty (Keras' l2: factor · Σw²) on the correction read from the other eye's 1536
+    # features: with a few hundred pairs, 1536 free weights per output would learn the training
+    # split by heart; the six-number per-eye summaries carry most of what the other eye adds.
+    l2: float = setting(1e-3, "L2 penalty on the correction read from the other eye's full "
+                        "features.")
+    # Dropout on the other eye's features before that correction, as before the main heads.
+    dropout: float = setting(0.2, "Dropout on the other eye's features.")
+    seed: int = setting(0, "Seed of the head's training.")
+
+    def __post_init__(self):
+        checks = {"learning_rate": self.learning_rate > 0,
+                  "fusion_batch_size": self.fusion_batch_size >= 1,
+                  "max_epochs": self.max_epochs >= 1, "patience": self.patience >= 1,
+                  "l2": self.l2 >= 0, "dropout": 0 <= self.dropout < 1}
+        bad = [f"{name}={getattr(self, name)!r}" for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"bad fusion setting(s) {', '.join(bad)}: learning_rate must be "
+                             "> 0, fusion_batch_size, max_epochs and patience ≥ 1, l2 ≥ 0, "
+                             "dropout in [0, 1)")
+
+
+FUSION = FusionConfig()

@@ -140,8 +140,8 @@ def _early_stopped_fit(head: keras.Model, data: Dict[str, Tuple], config: Fusion
     epoch = 0
     for epoch in range(1, config.max_epochs + 1):
         order = rng.permutation(len(train_grades))
-        for begin in range(0, len(order), config.batch_size):
-            rows = order[begin:begin + config.batch_size]
+        for begin in range(0, len(order), config.fusion_batch_size):
+            rows = order[begin:begin + config.fusion_batch_size]
             step({k: v[rows] for k, v in train_inputs.items()}, train_grades[rows])
         loss = float(validation_loss(val_inputs, val_grades))
         if loss < best - 1e-6:

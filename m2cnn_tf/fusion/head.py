@@ -40,7 +40,7 @@ import numpy as np
 import tensorflow as tf
 
 from m2cnn_tf import model as m2cnn
-from m2cnn_tf.config import NUM_GRADES
+from m2cnn_tf.config import FUSION, NUM_GRADES, FusionConfig  # noqa: F401 (re-exported)
 from m2cnn_tf.data.sources import KAGGLE_ID
 from m2cnn_tf.grading import rule
 from m2cnn_tf.train import checkpoints
@@ -80,38 +80,6 @@ class FusionError(ValueError):
     """Fusion cannot go on (bad ids, a head that does not fit the model); the message says why."""
 
 
-@dataclasses.dataclass(frozen=True)
-class FusionConfig:
-    """Training the fusion head (fuse.py's flags). The paper has no fusion; every choice is ours."""
-
-    # Adam at the main model's LR2 (a new head). Full-batch would do too; mini-batches of 64 let
-    # dropout and shuffling regularise on a few hundred pairs.
-    learning_rate: float = 1e-3
-    batch_size: int = 64
-    max_epochs: int = 300
-    # Early stopping on the validation loss (CE + MSE, Eq. 4's weights): stop after this many
-    # epochs without improvement and keep the best epoch's weights (or step 0's, if none beat it).
-    patience: int = 30
-    # L2 penalty (Keras' l2: factor · Σw²) on the correction read from the other eye's 1536
-    # features: with a few hundred pairs, 1536 free weights per output would learn the training
-    # split by heart; the six-number per-eye summaries carry most of what the other eye adds.
-    l2: float = 1e-3
-    # Dropout on the other eye's features before that correction, as before the main heads.
-    dropout: float = 0.2
-    seed: int = 0
-
-    def __post_init__(self):
-        checks = {"learning_rate": self.learning_rate > 0, "batch_size": self.batch_size >= 1,
-                  "max_epochs": self.max_epochs >= 1, "patience": self.patience >= 1,
-                  "l2": self.l2 >= 0, "dropout": 0 <= self.dropout < 1}
-        bad = [f"{name}={getattr(self, name)!r}" for name, ok in checks.items() if not ok]
-        if bad:
-            raise FusionError(f"bad fusion setting(s) {', '.join(bad)}: learning_rate must be "
-                              "> 0, batch_size, max_epochs and patience ≥ 1, l2 ≥ 0, dropout in "
-                              "[0, 1)")
-
-
-FUSION = FusionConfig()
 
 
 def _text(value) -> str:
