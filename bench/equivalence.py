@@ -7,9 +7,9 @@ each through its own command-line scripts, and compares:
 1. **TFRecords**: the camera originals in ``../shared/data/eyepacs_fullres`` (or synthetic
    photographs with ``--synthetic``) built at 224 and 448 px — every shard byte for byte, and
    ``manifest.json`` key by key (keys present on one side only are listed);
-2. **training**: a few steps of the tiny variant from the same seed on the reference's build,
-   without augmentation — every weight of the two final checkpoints;
-3. **export**: the reference's trained run exported by both checkouts' ``export.py`` —
+2. **training**: a few train steps of the tiny variant from the same seeded initial weights on
+   fixed batches of the reference's build — every weight afterwards;
+3. **export**: a run trained by the reference, exported by both checkouts' ``export.py`` —
    ``serving_default`` outputs on the photographs (max abs difference of each output).
 
     python bench/equivalence.py --reference=/tmp/ref [--work_dir=/tmp/equivalence]
@@ -79,27 +79,59 @@ def _compare_builds(a: str, b: str) -> bool:
     return all(same)
 
 
-def _train(checkout: str, data_dir: str, model_dir: str) -> None:
-    _run(checkout, "train.py", "--variant=tiny", "--resolution=224", "--init=none",
-         f"--data_dir={data_dir}", f"--model_dir={model_dir}", "--batch_size=4",
-         f"--train_steps={FLAGS.train_steps}", "--eval_every_steps=1000",
-         "--checkpoint_every_steps=1000", "--noaugment", "--seed=0", "--quiet")
+# Three train steps on fixed batches (the evaluation pipeline: no shuffle, no augmentation)
+# from seeded initial weights, run by each checkout's own library; train.py itself is not
+# bit-reproducible (its training stream reads shards in parallel, in no fixed order).
+_PROBE = """
+import dataclasses, sys
+import numpy as np, keras
+try:
+    from m2cnn_tf.train import loop as training, optimizers, losses
+    from m2cnn_tf.data import input_pipeline
+except ImportError:  # the flat layout before sub-packages
+    from m2cnn_tf import training, optimizers, losses, input_pipeline
+from m2cnn_tf import config
+from m2cnn_tf import model as m2cnn
+data_dir, out, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
+keras.utils.set_random_seed(0)
+model = m2cnn.build_m2cnn(224, "tiny")
+groups = training.learning_rate_groups(model, training.report_for_blocks(model, "none", ()))
+c = dataclasses.replace(config.TRAIN, variant="tiny", resolution=224)
+optimizer = optimizers.make_optimizer(model.trainable_variables, groups, c)
+kernels = [v for v in model.trainable_variables if losses.is_decayed(v)]
+loss_config = dict(loss_weights=c.loss_weights, weight_decay=c.weight_decay,
+                   global_batch_size=4, num_replicas=1)
+for batch in input_pipeline.make_dataset(data_dir, "train", 224, 4, training=False).take(steps):
+    training.train_step(model, optimizer, kernels, batch["image"], batch["grade"], loss_config)
+np.savez(out, *[w.numpy() for w in model.weights])
+"""
 
 
-def _weights(model_dir: str):
-    from m2cnn_tf.train import checkpoints
-
-    model, _ = checkpoints.load_trained_model(model_dir, checkpoints.LATEST)
-    return [w.numpy() for w in model.weights]
+def _train(checkout: str, data_dir: str, out: str) -> None:
+    env = {**os.environ, "PYTHONPATH": checkout, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run([sys.executable, "-c", _PROBE, data_dir, out, str(FLAGS.train_steps)],
+                            env=env, cwd=checkout, capture_output=True, text=True)
+    if result.returncode:
+        raise SystemExit(f"the training probe in {checkout} failed:\n{result.stderr[-3000:]}")
 
 
 def _compare_weights(a: str, b: str) -> bool:
     import numpy as np
 
-    wa, wb = _weights(a), _weights(b)
-    worst = max(float(np.max(np.abs(x - y))) if x.size else 0.0 for x, y in zip(wa, wb))
-    print(f"training: {len(wa)} weights, max abs difference {worst:g}")
-    return len(wa) == len(wb) and worst == 0.0
+    with np.load(a) as wa, np.load(b) as wb:
+        same_count = wa.files == wb.files
+        worst = max(float(np.max(np.abs(wa[k] - wb[k]))) if wa[k].size else 0.0
+                    for k in wa.files) if same_count else float("inf")
+    print(f"training: {len(wa.files)} weights after {FLAGS.train_steps} steps, max abs "
+          f"difference {worst:g}")
+    return same_count and worst == 0.0
+
+
+def _export_run(checkout: str, data_dir: str, model_dir: str) -> None:
+    _run(checkout, "train.py", "--variant=tiny", "--resolution=224", "--init=none",
+         f"--data_dir={data_dir}", f"--model_dir={model_dir}", "--batch_size=4",
+         "--train_steps=2", "--eval_every_steps=1000", "--checkpoint_every_steps=1000",
+         "--noaugment", "--seed=0", "--quiet")
 
 
 def _serve(version_dir: str, photos):
@@ -135,9 +167,11 @@ def main(argv):
     results = {"records": _compare_builds(*(os.path.join(work, f"build_{n}") for n in sides))}
     data_dir = os.path.join(work, "build_reference")
     for name, checkout in sides.items():
-        _train(checkout, data_dir, os.path.join(work, f"run_{name}"))
-    results["weights"] = _compare_weights(*(os.path.join(work, f"run_{n}") for n in sides))
+        _train(checkout, data_dir, os.path.join(work, f"weights_{name}.npz"))
+    results["weights"] = _compare_weights(*(os.path.join(work, f"weights_{n}.npz")
+                                            for n in sides))
     run = os.path.join(work, "run_reference")
+    _export_run(reference, data_dir, run)
     for name, checkout in sides.items():
         _run(checkout, "export.py", f"--model_dir={run}",
              f"--export_dir={os.path.join(work, f'export_{name}')}", "--checkpoint=latest")
