@@ -45,7 +45,10 @@ def test_training_batches_have_the_documented_structure(data_dir):
     for batch in _take(dataset, 3):
         assert batch["image"].shape == (4, 448, 448, 3) and batch["image"].dtype == tf.uint8
         assert batch["grade"].dtype == tf.int32 and batch["grade"].shape == (4,)
-        assert set(batch) == {"image", "grade", "image_id", "patient_id"}
+        assert set(batch) == {"image", "grade", "image_id", "patient_id", *records.EXTRA_LABELS}
+        for name in records.EXTRA_LABELS:  # no source label here: every record reads -1
+            assert batch[name].dtype == tf.int32
+            assert set(batch[name].numpy()) == {records.UNLABELLED}
         assert all(0 <= int(g) <= 4 for g in batch["grade"])
 
 
