@@ -11,13 +11,14 @@ from __future__ import annotations
 import csv
 import dataclasses
 import os
-import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from m2cnn_tf.config import NUM_GRADES, setting
+# The types and rules every source shares, re-exported: callers name them sources.InputRecord …
+from m2cnn_tf.data.inputs import (  # noqa: F401
+    IMAGE_EXTENSIONS, KAGGLE_ID, InputRecord, SkippedInput, SourceError, is_inside, parse_grade,
+    parse_image_id)
 
-IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
-KAGGLE_ID = re.compile(r"^(?P<patient>.+)_(?P<eye>left|right)$")
 # Kaggle's retinopathy_solution.csv: "Usage" says which leaderboard an image scored on.
 KAGGLE_USAGE_SPLITS = {"Public": "validation", "Private": "test"}
 KAGGLE_IMAGE_COLUMN = "image"
@@ -25,59 +26,6 @@ KAGGLE_LABEL_COLUMN = "level"
 KAGGLE_USAGE_COLUMN = "Usage"
 SPLITS = ("train", "validation", "test")
 SOURCES = ("kaggle", "csv", "folders", "tfds", "synthetic")
-
-
-@dataclasses.dataclass(frozen=True)
-class InputRecord:
-    """One photograph to build."""
-
-    image_id: str  # unique within the dataset, e.g. "10_left"
-    patient_id: str  # both eyes of a patient share it
-    eye: str  # "left", "right" or ""
-    grade: int  # 0–4
-    kind: str  # "file", "synthetic" or "tfds"
-    location: str  # file path, "synthetic:<seed>:<width>:<eye>" or "tfds:<split>:<name>"
-    split: Optional[str] = None  # fixed by the source (Kaggle Usage, TFDS split), else assigned
-    # Known labels beyond the grade, as sorted (name, value) pairs; names are the keys of
-    # ``records.EXTRA_LABELS`` ("quality", "gradable", "dme", "patient_grade").
-    labels: Tuple[Tuple[str, int], ...] = ()
-
-    def label_dict(self) -> Dict[str, int]:
-        """The known extra labels, ``{name: value}``."""
-        return dict(self.labels)
-
-
-@dataclasses.dataclass(frozen=True)
-class SkippedInput:
-    """One input that is not built, and why."""
-
-    file: str
-    reason: str
-
-
-class SourceError(ValueError):
-    """The source as a whole cannot be read (missing folder, CSV without the needed columns)."""
-
-
-def parse_image_id(image_id: str) -> Tuple[str, str]:
-    """(patient_id, eye) from a Kaggle-style id ``<patient>_<left|right>``; else (id, "")."""
-    match = KAGGLE_ID.match(image_id)
-    if match:
-        return match.group("patient"), match.group("eye")
-    return image_id, ""
-
-
-def parse_grade(text: object) -> int:
-    """A grade cell → 0–4; raises ValueError with the reason otherwise."""
-    value = str(text if text is not None else "").strip()
-    if value == "":
-        raise ValueError("label missing")
-    if not re.fullmatch(r"[+-]?\d+", value):
-        raise ValueError(f"grade {value!r} is not an integer 0–{NUM_GRADES - 1}")
-    grade = int(value)
-    if not 0 <= grade < NUM_GRADES:
-        raise ValueError(f"grade {grade} is outside 0–{NUM_GRADES - 1}")
-    return grade
 
 
 def _require_dir(path: str, flag: str) -> str:
@@ -128,11 +76,6 @@ def _index_images(images_dir: str) -> Dict[str, str]:
         if ext.lower() in IMAGE_EXTENSIONS and stem not in index:
             index[stem] = name
     return index
-
-
-def _inside(base: str, path: str) -> bool:
-    base_real = os.path.realpath(base)
-    return os.path.commonpath([base_real, os.path.realpath(path)]) == base_real
 
 
 def kaggle_inputs(
@@ -258,7 +201,7 @@ def csv_inputs(
             skipped.append(SkippedInput(where, "row has no image path"))
             continue
         path = os.path.join(images_dir, relative)
-        if os.path.isabs(relative) or not _inside(images_dir, path):
+        if os.path.isabs(relative) or not is_inside(images_dir, path):
             skipped.append(SkippedInput(relative, f"path leaves --images_dir={images_dir} "
                                                   f"({where}); refused"))
             continue
