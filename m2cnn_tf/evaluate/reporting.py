@@ -35,6 +35,20 @@ def _interval_text(interval: Optional[Dict]) -> str:
     return f" ({interval['confidence']:.0%} CI {interval['low']:.4f}–{interval['high']:.4f})"
 
 
+def dataset_lines(report: Dict) -> list:
+    """What the reader of an evaluation on a public dataset must know: the dataset, what the
+    intervals resample, its caveats (none for other data)."""
+    dataset = report.get("dataset")
+    if not dataset:
+        return []
+    resampled = report.get("bootstrap", {}).get("resampled", "patients")
+    lines = [f"dataset: {dataset['dataset']} ({dataset['kind']}); grades: {dataset['grade_scale']}",
+             "intervals resample " + ("images: the dataset publishes no patient ids"
+                                      if resampled == "images" else "patients")]
+    lines += [f"caveat: {c}" for c in dataset.get("caveats") or []]
+    return lines
+
+
 def format_report(report: Dict) -> str:
     """A few lines for the terminal."""
     def pct(value):
@@ -60,6 +74,7 @@ def format_report(report: Dict) -> str:
     if tta and tta.get("score_std_mean") is not None:
         lines.append(f"  TTA x{tta['views']}: score std over views mean "
                      f"{tta['score_std_mean']:.3f}, 95th percentile {tta['score_std_p95']:.3f}")
+    lines += [f"  {line}" for line in dataset_lines(report)]
     lines.append("  confusion (score; rows true 0–4, columns predicted 0–4):")
     for g, row in enumerate(report["score"]["confusion"]):
         lines.append(f"    {g}: " + " ".join(f"{n:>5}" for n in row))
@@ -218,6 +233,9 @@ def markdown(report: Dict, images: Dict[str, str], title: str = "") -> str:
                      f"{_num(tta.get('score_std_p95'), 3)}")
     if report.get("skipped"):
         lines.append(f"- **Skipped:** {len(report['skipped'])} file(s) (listed in report.json)")
+    if report.get("dataset"):
+        lines += ["", "## Dataset", ""] + [f"- {line[0].upper()}{line[1:]}"
+                                           for line in dataset_lines(report)]
     lines += ["", "## Grading", "",
               "| grade from | quadratic kappa | accuracy | referable sensitivity | "
               "referable specificity |", "|---|---|---|---|---|"]
