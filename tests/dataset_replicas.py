@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import os
 import pathlib
 from typing import Dict, List, Optional, Tuple
 

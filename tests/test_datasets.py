@@ -240,3 +240,15 @@ def test_external_validation_on_two_builds_side_by_side(replicas, builds, tmp_pa
     assert "![ROC curves](comparison_roc.png)" in table and "DME" in table
     assert (tmp_path / "comparison" / "comparison_roc.png").read_bytes()[:4] == b"\x89PNG"
     assert "| messidor2 / test |" in result.stdout
+
+
+def test_every_description_is_complete():
+    for dataset in datasets.DATASETS.values():
+        assert {label.name for label in dataset.labels} <= set(records.EXTRA_LABELS), dataset.name
+        assert {t.split for t in dataset.tables} <= {None, "train", "validation", "test"}
+        assert dataset.layout and dataset.split_rule and dataset.caveats, dataset.name
+        assert dataset.patients in (datasets.PATIENT_PER_IMAGE, datasets.PATIENT_KAGGLE_ID,
+                                    datasets.PATIENT_COLUMN, datasets.PATIENT_EXAM_LIST)
+        assert (dataset.patients == datasets.PATIENT_COLUMN) == bool(dataset.patient_column)
+        assert (dataset.patients == datasets.PATIENT_EXAM_LIST) == bool(dataset.exam_list)
+    assert set(datasets.DATASET_NAMES) <= set(sources.SOURCES)

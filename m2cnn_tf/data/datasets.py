@@ -417,8 +417,8 @@ def _read_exam_list(dataset: Dataset, dataset_dir: str,
     path = os.path.join(dataset_dir, exam_list.path)
     if not os.path.isfile(path):
         raise SourceError(f"{dataset.title}: exam list {path} does not exist (it pairs the two "
-                          f"photographs of each exam); expected layout in {dataset_dir}: "
-                          f"{dataset.layout}")
+                          "photographs of each exam, and comes with the images); expected layout "
+                          f"in {dataset_dir}: {dataset.layout}")
     exams: Dict[str, Tuple[str, str]] = {}
     with _open_text(path) as f:
         for line, text in enumerate(f, start=1):
