@@ -252,3 +252,8 @@ def test_every_description_is_complete():
         assert (dataset.patients == datasets.PATIENT_COLUMN) == bool(dataset.patient_column)
         assert (dataset.patients == datasets.PATIENT_EXAM_LIST) == bool(dataset.exam_list)
     assert set(datasets.DATASET_NAMES) <= set(sources.SOURCES)
+
+
+def test_external_test_is_for_the_public_datasets_only():
+    with pytest.raises(sources.SourceError, match="--external_test applies to the public"):
+        sources.select_inputs(sources.SourceOptions(source="synthetic", external_test=True))

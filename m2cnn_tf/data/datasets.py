@@ -425,8 +425,8 @@ def _read_exam_list(dataset: Dataset, dataset_dir: str,
             names = [n.strip() for n in text.strip().split(exam_list.delimiter)]
             if not any(names):
                 continue
-            if line == 1 and not any(os.path.splitext(n)[1] for n in names):
-                continue  # the header (left;right)
+            if line == 1 and not any(re.search(r"\d", n) for n in names):
+                continue  # the header (left;right): image names all have digits
             if len(names) > len(exam_list.eyes):
                 problems.add(f"{path}:{line}", f"expected at most {len(exam_list.eyes)} names "
                              f"separated by {exam_list.delimiter!r}, got {text.strip()!r}")

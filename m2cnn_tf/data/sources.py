@@ -354,7 +354,8 @@ class SourceOptions:
         "csv (any CSV of image path and grade), folders (class sub-folders 0…4), tfds "
         "(tensorflow_datasets' diabetic_retinopathy_detection), synthetic (built-in generator, "
         "no download); or a public DR dataset read from --dataset_dir as downloaded: "
-        + ", ".join(datasets.DATASET_NAMES) + " (README: 'Other public datasets').", choices=SOURCES)
+        + ", ".join(datasets.DATASET_NAMES) + " (README: 'Other public datasets').",
+        choices=SOURCES)
     dataset_dir: Optional[str] = setting(
         None, "The public datasets: the folder as downloaded (aptos2019: holds train.csv; "
         "messidor2: messidor_data.csv, messidor-2.csv, IMAGES/; idrid: the 'B. Disease Grading' "
