@@ -226,6 +226,9 @@ def test_external_validation_on_two_builds_side_by_side(replicas, builds, tmp_pa
     report = json.loads((tmp_path / "eval_messidor2" / "report.json").read_text())
     assert report["bootstrap"]["resampled"] == "patients" and report["num_patients"] == 4
     assert any("DME" in c for c in report["dataset"]["caveats"])
+    referable = report["referable"]
+    assert referable["sensitivity_interval"]["point"] == referable["sensitivity"]
+    assert referable["specificity_interval"]["point"] == referable["specificity"]
     assert "## Dataset" in (tmp_path / "eval_messidor2" / "report.md").read_text()
     # DDR's test split: no patient ids, so the intervals resample images
     ddr = _evaluate_in_process(run, builds["ddr"][0], tmp_path / "eval_ddr")

@@ -93,10 +93,6 @@ def _interval(point: Optional[float], interval: Optional[Dict]) -> str:
     return f"{point:.3f} [{interval['low']:.3f}, {interval['high']:.3f}]"
 
 
-def _pct(value: Optional[float]) -> str:
-    return "n/a" if value is None else f"{value:.1%}"
-
-
 def _row(evaluation: Evaluation) -> str:
     report = evaluation.report
     referable = report.get("referable") or {}
@@ -105,7 +101,8 @@ def _row(evaluation: Evaluation) -> str:
     return (f"| {evaluation.name} | {report['count']} | {patients if patients else '—'} | "
             f"{_interval(report['score']['kappa'], report['score'].get('kappa_interval'))} | "
             f"{_interval(referable.get('auc'), referable.get('auc_interval'))} | "
-            f"{_pct(referable.get('sensitivity'))} | {_pct(referable.get('specificity'))} | "
+            f"{reporting.percent_with_interval(referable, 'sensitivity')} | "
+            f"{reporting.percent_with_interval(referable, 'specificity')} | "
             f"{resampled} |")
 
 
