@@ -260,3 +260,18 @@ def test_every_description_is_complete():
 def test_external_test_is_for_the_public_datasets_only():
     with pytest.raises(sources.SourceError, match="--external_test applies to the public"):
         sources.select_inputs(sources.SourceOptions(source="synthetic", external_test=True))
+
+
+def test_a_label_off_its_scale_is_left_unknown_and_noted(replicas, tmp_path):
+    folder = _copy(replicas, "messidor2", tmp_path)
+    path = folder / "messidor_data.csv"
+    lines = path.read_text().splitlines()
+    name, grade, _, gradable = lines[1].split(",")
+    lines[1] = ",".join([name, grade, "7", gradable])
+    path.write_text("\r\n".join(lines) + "\r\n")
+    selection = sources.select_inputs(sources.SourceOptions(source="messidor2",
+                                                            dataset_dir=str(folder)))
+    record = next(r for r in selection.inputs if r.image_id == name[:-4])
+    assert record.label_dict() == {"gradable": 1} and record.grade == int(grade)
+    assert any("adjudicated_dme '7' is not one of 0, 1" in n and "messidor_data.csv:2" in n
+               for n in selection.info["notes"]), selection.info["notes"]
