@@ -36,14 +36,23 @@ class Expected:
 
 class Photos:
     """Real photographs (Kaggle ids with both eyes), their grades, EyeQ qualities, encoded on
-    demand at ``WIDTH``."""
+    demand at ``WIDTH`` — or, without ``eyepacs_1024`` (../shared/data absent), synthetic
+    photographs standing in, with the grades they were drawn at."""
 
-    def __init__(self, eyepacs_1024: pathlib.Path):
+    SYNTHETIC_PATIENTS = 40  # enough for every replica
+
+    def __init__(self, eyepacs_1024: Optional[pathlib.Path]):
         self.folder = eyepacs_1024
-        with open(eyepacs_1024 / "trainLabels.csv", newline="") as f:
-            self.grades = {r["image"]: int(r["level"]) for r in csv.DictReader(f)}
-        with open(eyepacs_1024 / "eyeq_quality.csv", newline="") as f:
-            self.quality = {r["image"]: int(r["quality"]) for r in csv.DictReader(f)}
+        if eyepacs_1024 is None:
+            self.grades = {f"{p}_{eye}": (p * 7 + (eye == "right")) % 5
+                           for p in range(1, self.SYNTHETIC_PATIENTS + 1)
+                           for eye in ("left", "right")}
+            self.quality = {image: n % 3 for n, image in enumerate(self.grades)}
+        else:
+            with open(eyepacs_1024 / "trainLabels.csv", newline="") as f:
+                self.grades = {r["image"]: int(r["level"]) for r in csv.DictReader(f)}
+            with open(eyepacs_1024 / "eyeq_quality.csv", newline="") as f:
+                self.quality = {r["image"]: int(r["quality"]) for r in csv.DictReader(f)}
         patients = sorted({i.rsplit("_", 1)[0] for i in self.grades}, key=int)
         self.pairs = [p for p in patients if f"{p}_left" in self.grades
                       and f"{p}_right" in self.grades]
@@ -65,13 +74,24 @@ class Photos:
         """The photograph shrunk to WIDTH and encoded as ``extension`` (.png, .jpg, …)."""
         key = (image_id, extension.lower())
         if key not in self.cache:
-            image = cv2.imread(str(self.folder / "images" / f"{image_id}.jpeg"))
+            image = self._image(image_id)
             height = round(image.shape[0] * WIDTH / image.shape[1])
             small = cv2.resize(image, (WIDTH, height), interpolation=cv2.INTER_AREA)
             ok, data = cv2.imencode(".png" if extension.lower() == ".png" else ".jpg", small)
             assert ok
             self.cache[key] = data.tobytes()
         return self.cache[key]
+
+    def _image(self, image_id: str):
+        """The photograph as BGR, from ../shared/data or drawn."""
+        if self.folder is not None:
+            return cv2.imread(str(self.folder / "images" / f"{image_id}.jpeg"))
+        from m2cnn_tf.data import synthetic
+
+        patient, eye = image_id.rsplit("_", 1)
+        drawn = synthetic.make_fundus(self.grades[image_id], seed=1000 + int(patient),
+                                      width=WIDTH, eye=eye)
+        return cv2.cvtColor(drawn.image, cv2.COLOR_RGB2BGR)
 
     def write(self, image_id: str, path: pathlib.Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -3,8 +3,8 @@ download layouts, refuse a broken download before writing anything, and validate
 externally, side by side.
 
 Every dataset is replicated in miniature (tests/dataset_replicas.py): real photographs from
-../shared/data in the dataset's own folders, file formats, headers and quirks. One module-scoped
-fixture builds all six at 96 px.
+../shared/data (synthetic ones where it is absent) in the dataset's own folders, file formats,
+headers and quirks. One module-scoped fixture builds all six at 96 px.
 """
 
 import csv
@@ -17,7 +17,7 @@ import sys
 
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import EYEPACS_1024, REPO_ROOT
 import dataset_replicas
 
 from m2cnn_tf import config
@@ -30,9 +30,10 @@ SETTINGS = dataclasses.replace(config.BUILDER, resolutions=(RESOLUTION,), val_fr
 
 
 @pytest.fixture(scope="module")
-def replicas(tmp_path_factory, eyepacs_1024):
-    """{dataset: (its --dataset_dir, Expected)} of every replica."""
-    photos = dataset_replicas.Photos(eyepacs_1024)
+def replicas(tmp_path_factory):
+    """{dataset: (its --dataset_dir, Expected)} of every replica: real photographs from
+    ../shared/data, or synthetic ones standing in where that folder is absent."""
+    photos = dataset_replicas.Photos(EYEPACS_1024 if EYEPACS_1024.is_dir() else None)
     return dataset_replicas.make_all(tmp_path_factory.mktemp("downloads"), photos)
 
 
