@@ -12,6 +12,10 @@ Examples:
   # Built-in synthetic photographs (no download)
   python build_tfrecords.py --source=synthetic --num_images=200
 
+  # A public DR dataset, read from the folder as downloaded (aptos2019, messidor2, idrid, ddr,
+  # deepdrid, eyeq); --external_test puts it all in the test split
+  python build_tfrecords.py --source=messidor2 --dataset_dir=messidor-2 --external_test
+
 Output: OUTPUT/<resolution>/<split>-NNNNN-of-MMMMM.tfrecord, OUTPUT/manifest.json and
 OUTPUT/errors.csv. Re-running the same command after an interruption finishes the build.
 """
@@ -42,8 +46,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if FLAGS.source is None:
-        raise app.UsageError("--source is required (kaggle, csv, folders, tfds or synthetic); "
-                             "see --help")
+        raise app.UsageError(f"--source is required ({', '.join(sources.SOURCES)}); see --help")
     try:
         config = config_flags.config_from_flags(BuilderConfig, BUILDER)
         options = config_flags.config_from_flags(sources.SourceOptions, sources.SourceOptions())

@@ -10,11 +10,18 @@
     python evaluate.py --model=runs/m2cnn_720 --data_dir=tfrecords/eyepacs --split=test --tta=8
     # two-eye fusion (after fuse.py): per-eye and fused kappa side by side
     python evaluate.py --model=runs/m2cnn_720 --data_dir=tfrecords/eyepacs --split=test --fusion
+    # external validation on a public dataset's build, then several evaluations side by side
+    python evaluate.py --model=runs/m2cnn_720 --data_dir=tfrecords/messidor2 --split=test \
+        --output_dir=evaluation_messidor2
+    python evaluate.py --compare=evaluation_messidor2,evaluation_idrid --output_dir=comparison
 
 Writes to --output_dir: report.json (kappa with a bootstrap 95 % interval over patients,
 referable-DR ROC AUC, sensitivity/specificity at the fitted cut), report.md linking
 confusion_{score,probabilities}.png, roc.png and calibration.png, and predictions.csv (one row
-per image; with --tta its score_std column is the score's spread over the views).
+per image; with --tta its score_std column is the score's spread over the views). On a build of
+a public dataset (build_tfrecords.py --source=messidor2, …) the report also names the dataset
+and its caveats, and its intervals resample images where the dataset has no patient ids.
+With --compare: comparison.md (one table) and comparison_roc.png (one ROC plot).
 """
 
 import os
@@ -29,14 +36,14 @@ from m2cnn_tf.data import sources  # noqa: E402
 from m2cnn_tf.grading import stats, thresholds  # noqa: E402
 from m2cnn_tf.serving import tta  # noqa: E402
 from m2cnn_tf.grading import assessment  # noqa: E402
-from m2cnn_tf.evaluate import collect  # noqa: E402
+from m2cnn_tf.evaluate import collect, compare  # noqa: E402
 from m2cnn_tf.evaluate import reporting  # noqa: E402
 from m2cnn_tf.serving import predictor as predictors  # noqa: E402
 from m2cnn_tf.util import memory  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "An export (version folder or base path) or a training run's "
-                    "--model_dir.", required=True)
+                    "--model_dir (required unless --compare).")
 flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "For a training run: which one.")
 flags.DEFINE_string("data_dir", None, "A build_tfrecords.py output to evaluate on.")
 flags.DEFINE_string("split", "validation", "Split of --data_dir: train, validation or test.")
@@ -56,6 +63,9 @@ flags.DEFINE_integer("bootstrap", stats.NUM_RESAMPLES, "Bootstrap resamples (of 
 flags.DEFINE_bool("fusion", False, "Also grade each eye with the run's two-eye fusion head "
                   "(fuse.py): per-eye and fused kappa side by side, with bootstrap intervals "
                   "over patients (a training run and --data_dir only; no --tta).")
+flags.DEFINE_list("compare", None, "Put these evaluations (their report.json, or the folders "
+                  "holding it) side by side: one Markdown table and one ROC plot in --output_dir "
+                  "(default ./comparison); nothing is graded.")
 flags.DEFINE_bool("quiet", False, "No progress bar.")
 
 
@@ -85,6 +95,9 @@ def _check_usage(argv):
     """Raises app.UsageError for a command line that names no data set, or two."""
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if not FLAGS.model:
+        raise app.UsageError("--model is required (an export or a training run), unless "
+                             "--compare")
     if bool(FLAGS.data_dir) == bool(FLAGS.images_dir):
         raise app.UsageError("give either --data_dir (with --split) or --images_dir with "
                              "--labels_csv")
@@ -94,7 +107,21 @@ def _check_usage(argv):
         raise app.UsageError(f"--bootstrap={FLAGS.bootstrap}: give 0 (no intervals) or more")
 
 
+def compare_main() -> int:
+    """--compare: the evaluations side by side (comparison.md, comparison_roc.png)."""
+    try:
+        paths = compare.write_comparison(FLAGS.compare, FLAGS.output_dir or "comparison")
+    except (FileNotFoundError, ValueError) as e:
+        print(f"evaluate: error: {e}", file=sys.stderr)
+        return 1
+    print(paths["markdown_text"])
+    print(f"wrote {paths['markdown']} and {paths['roc']}")
+    return 0
+
+
 def main(argv):
+    if FLAGS.compare:
+        return compare_main()
     _check_usage(argv)
     memory.configure_process_for_image_work()  # as every script that runs the input pipeline
     try:
@@ -120,7 +147,9 @@ def main(argv):
         return 1
     grades, scores = predictions.grades, predictions.scores
     cuts = tuple(model.metadata["thresholds"])
-    report = collect.evaluate_predictions(predictions, cuts, num_resamples=FLAGS.bootstrap)
+    dataset = collect.dataset_facts(FLAGS.data_dir) if FLAGS.data_dir else None
+    report = collect.evaluate_predictions(predictions, cuts, dataset,
+                                          num_resamples=FLAGS.bootstrap)
     report.update(model=model.description, data=FLAGS.data_dir or FLAGS.images_dir, split=name,
                   skipped=skipped)
     if FLAGS.tta != 1:

@@ -162,3 +162,21 @@ def test_report_files_keep_the_old_keys_and_link_the_pictures(tmp_path):
                                       "grade_from_probabilities", "score", "score_std"]
     assert len(rows) == 121 and paths["markdown"].endswith("report.md")
     assert not [p for p in tmp_path.iterdir() if "incomplete" in p.name or ".tmp" in p.name]
+
+
+def test_sensitivity_and_specificity_at_the_cut_come_with_intervals_over_patients():
+    from m2cnn_tf.grading import assessment
+
+    rng = np.random.default_rng(3)
+    grades = rng.integers(0, 5, 400)
+    scores = grades + rng.normal(0, 0.9, 400)
+    patients = np.repeat(np.arange(200), 2)
+    report = assessment.referable_report(grades, scores, np.full((400, 5), 0.2),
+                                         (0.5, 1.5, 2.5, 3.5), patients, num_resamples=200)
+    for what in ("sensitivity", "specificity"):
+        interval = report[f"{what}_interval"]
+        assert interval["point"] == report[what]
+        assert interval["low"] < report[what] < interval["high"] < 1.0, (what, interval)
+    assert assessment.referable_report(grades, scores, np.full((400, 5), 0.2),
+                                       (0.5, 1.5, 2.5, 3.5), num_resamples=0
+                                       )["sensitivity_interval"] is None

@@ -441,14 +441,21 @@ def _finish(output_dir: str, shards: Sequence[Shard], done: Dict[str, Dict],
     for shard in shards:
         all_errors += done[shard.name]["errors"]
     _write_errors(output_dir, all_errors)
-    fraction = len(all_errors) / total if total else 0.0
+    # Inputs the dataset's own rule leaves out (an "ungradable" label) are listed, not faults.
+    excluded = [{"file": s.file, "reason": s.reason} for s in skipped if s.excluded]
+    faults = len(all_errors) - len(excluded)
+    fraction = faults / (total - len(excluded)) if total > len(excluded) else 0.0
     if fraction > config.max_error_fraction:
         raise BuildError(
-            f"{len(all_errors)} of {total} inputs ({fraction:.1%}) were skipped, more than "
+            f"{faults} of {total - len(excluded)} inputs ({fraction:.1%}) were skipped, more than "
             f"--max_error_fraction={config.max_error_fraction:g}; see "
             f"{os.path.join(output_dir, ERRORS)}. No manifest was written; fix the inputs "
             "or raise the limit and run the same command again (finished shards are kept)")
     manifest = _manifest(shards, done, config, plan, source_info, total, all_errors)
+    if excluded:  # only builds with exclusions say so (the others keep their manifest)
+        manifest["excluded"] = len(excluded)
+        manifest["excluded_reasons"] = dict(collections.Counter(
+            e["reason"].split(" (")[0] for e in excluded).most_common())
     _atomic_write(os.path.join(output_dir, MANIFEST), _json_bytes(manifest))
     return manifest
 
@@ -575,7 +582,9 @@ def summary_table(manifest: Dict) -> str:
                          + "/".join(map(str, entry["grades"])))
     lines.append(f"skipped: {manifest['skipped']} of {manifest['inputs']} inputs"
                  + (f" ({', '.join(f'{n}× {r}' for r, n in manifest['skipped_reasons'].items())})"
-                    if manifest["skipped"] else ""))
+                    if manifest["skipped"] else "")
+                 + (f"; {manifest['excluded']} of them excluded by the dataset's own rules"
+                    if manifest.get("excluded") else ""))
     return "\n".join(lines)
 
 

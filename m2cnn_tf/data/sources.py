@@ -1,7 +1,8 @@
 """Where photographs come from: list every input of a dataset, and every input that must be skipped.
 
-A source turns what the user has (the Kaggle download, a CSV, class folders, a TFDS copy, or the
-built-in synthetic generator) into ``InputRecord``s — one photograph with its grade, patient and
+A source turns what the user has (the Kaggle download, a CSV, class folders, a TFDS copy, the
+built-in synthetic generator, or one of the public DR datasets of ``datasets``) into
+``InputRecord``s — one photograph with its grade, patient and
 (for Kaggle's Public/Private test labels) its fixed split — plus ``SkippedInput``s for every row or
 file that cannot be used, each with a reason. Nothing is dropped silently.
 """
@@ -11,73 +12,26 @@ from __future__ import annotations
 import csv
 import dataclasses
 import os
-import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from m2cnn_tf.config import NUM_GRADES, setting
+from m2cnn_tf.data import datasets
+# The types and rules every source shares, re-exported: callers name them sources.InputRecord …
+from m2cnn_tf.data.inputs import (  # noqa: F401
+    IMAGE_EXTENSIONS, KAGGLE_ID, InputRecord, SkippedInput, SourceError, is_inside, parse_grade,
+    parse_image_id)
 
-IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
-KAGGLE_ID = re.compile(r"^(?P<patient>.+)_(?P<eye>left|right)$")
 # Kaggle's retinopathy_solution.csv: "Usage" says which leaderboard an image scored on.
 KAGGLE_USAGE_SPLITS = {"Public": "validation", "Private": "test"}
 KAGGLE_IMAGE_COLUMN = "image"
 KAGGLE_LABEL_COLUMN = "level"
 KAGGLE_USAGE_COLUMN = "Usage"
 SPLITS = ("train", "validation", "test")
-SOURCES = ("kaggle", "csv", "folders", "tfds", "synthetic")
-
-
-@dataclasses.dataclass(frozen=True)
-class InputRecord:
-    """One photograph to build."""
-
-    image_id: str  # unique within the dataset, e.g. "10_left"
-    patient_id: str  # both eyes of a patient share it
-    eye: str  # "left", "right" or ""
-    grade: int  # 0–4
-    kind: str  # "file", "synthetic" or "tfds"
-    location: str  # file path, "synthetic:<seed>:<width>:<eye>" or "tfds:<split>:<name>"
-    split: Optional[str] = None  # fixed by the source (Kaggle Usage, TFDS split), else assigned
-    # Known labels beyond the grade, as sorted (name, value) pairs; names are the keys of
-    # ``records.EXTRA_LABELS`` ("quality", "gradable", "dme", "patient_grade").
-    labels: Tuple[Tuple[str, int], ...] = ()
-
-    def label_dict(self) -> Dict[str, int]:
-        """The known extra labels, ``{name: value}``."""
-        return dict(self.labels)
-
-
-@dataclasses.dataclass(frozen=True)
-class SkippedInput:
-    """One input that is not built, and why."""
-
-    file: str
-    reason: str
-
-
-class SourceError(ValueError):
-    """The source as a whole cannot be read (missing folder, CSV without the needed columns)."""
-
-
-def parse_image_id(image_id: str) -> Tuple[str, str]:
-    """(patient_id, eye) from a Kaggle-style id ``<patient>_<left|right>``; else (id, "")."""
-    match = KAGGLE_ID.match(image_id)
-    if match:
-        return match.group("patient"), match.group("eye")
-    return image_id, ""
-
-
-def parse_grade(text: object) -> int:
-    """A grade cell → 0–4; raises ValueError with the reason otherwise."""
-    value = str(text if text is not None else "").strip()
-    if value == "":
-        raise ValueError("label missing")
-    if not re.fullmatch(r"[+-]?\d+", value):
-        raise ValueError(f"grade {value!r} is not an integer 0–{NUM_GRADES - 1}")
-    grade = int(value)
-    if not 0 <= grade < NUM_GRADES:
-        raise ValueError(f"grade {grade} is outside 0–{NUM_GRADES - 1}")
-    return grade
+SOURCES = ("kaggle", "csv", "folders", "tfds", "synthetic") + datasets.DATASET_NAMES
+# EyeQ's quality grades (Fu et al., MICCAI 2019): 0 Good, 1 Usable, 2 Reject.
+EYEQ_QUALITY_VALUES = (0, 1, 2)
+EYEQ_IMAGE_COLUMN = "image"
+EYEQ_QUALITY_COLUMN = "quality"
 
 
 def _require_dir(path: str, flag: str) -> str:
@@ -128,11 +82,6 @@ def _index_images(images_dir: str) -> Dict[str, str]:
         if ext.lower() in IMAGE_EXTENSIONS and stem not in index:
             index[stem] = name
     return index
-
-
-def _inside(base: str, path: str) -> bool:
-    base_real = os.path.realpath(base)
-    return os.path.commonpath([base_real, os.path.realpath(path)]) == base_real
 
 
 def kaggle_inputs(
@@ -258,7 +207,7 @@ def csv_inputs(
             skipped.append(SkippedInput(where, "row has no image path"))
             continue
         path = os.path.join(images_dir, relative)
-        if os.path.isabs(relative) or not _inside(images_dir, path):
+        if os.path.isabs(relative) or not is_inside(images_dir, path):
             skipped.append(SkippedInput(relative, f"path leaves --images_dir={images_dir} "
                                                   f"({where}); refused"))
             continue
@@ -369,6 +318,33 @@ def tfds_inputs(data_dir: Optional[str], manual_dir: Optional[str]
     return inputs, skipped, payloads
 
 
+def read_eyeq_quality(path: str) -> Dict[str, int]:
+    """EyeQ's image-quality grades: {image id without extension: 0 Good, 1 Usable, 2 Reject}.
+
+    Reads the published ``Label_EyeQ_{train,test}.csv`` (``,image,quality,DR_grade`` with an
+    unnamed index column and ``image`` = ``<id>.jpeg``) as well as a plain ``image,quality``.
+
+    Raises:
+      SourceError: a missing file or column, an empty or repeated image, or a quality that is
+        not 0, 1 or 2 — naming the file and line.
+    """
+    rows, _ = _read_csv(path, [EYEQ_IMAGE_COLUMN, EYEQ_QUALITY_COLUMN])
+    quality: Dict[str, int] = {}
+    for line, row in enumerate(rows, start=2):
+        image = os.path.splitext(row[EYEQ_IMAGE_COLUMN].strip())[0]
+        value = row[EYEQ_QUALITY_COLUMN].strip()
+        if not image:
+            raise SourceError(f"{path}:{line}: no image in column {EYEQ_IMAGE_COLUMN!r}")
+        if image in quality:
+            raise SourceError(f"{path}:{line}: {image} is listed twice")
+        if value not in {str(v) for v in EYEQ_QUALITY_VALUES}:
+            raise SourceError(f"{path}:{line}: quality {value!r} is not one of "
+                              f"{', '.join(map(str, EYEQ_QUALITY_VALUES))} (0 Good, 1 Usable, "
+                              "2 Reject)")
+        quality[image] = int(value)
+    return quality
+
+
 @dataclasses.dataclass(frozen=True)
 class SourceOptions:
     """Which photographs a build reads (build_tfrecords.py's source flags; ``select_inputs``)."""
@@ -377,7 +353,17 @@ class SourceOptions:
         None, "Where the photographs come from: kaggle (<id>.jpeg files + Kaggle label CSVs), "
         "csv (any CSV of image path and grade), folders (class sub-folders 0…4), tfds "
         "(tensorflow_datasets' diabetic_retinopathy_detection), synthetic (built-in generator, "
-        "no download).", choices=SOURCES)
+        "no download); or a public DR dataset read from --dataset_dir as downloaded: "
+        + ", ".join(datasets.DATASET_NAMES) + " (README: 'Other public datasets').",
+        choices=SOURCES)
+    dataset_dir: Optional[str] = setting(
+        None, "The public datasets: the folder as downloaded (aptos2019: holds train.csv; "
+        "messidor2: messidor_data.csv, messidor-2.csv, IMAGES/; idrid: the 'B. Disease Grading' "
+        "folder; ddr: holds DR_grading/; deepdrid: holds regular_fundus_images/; eyeq: Kaggle's "
+        "train/ and test/ with Label_EyeQ_{train,test}.csv).")
+    external_test: bool = setting(
+        False, "The public datasets: put every photograph in the test split, whatever the "
+        "dataset's own split — for a dataset that only validates a model trained elsewhere.")
     images_dir: tuple[str, ...] = setting(
         (), "Folder(s) of photographs. kaggle: one per --labels_csv (e.g. train,test), or one "
         "for all; csv: paths in the CSV are relative to it; folders: holds the sub-folders 0…4.")
@@ -428,6 +414,9 @@ def select_inputs(options: SourceOptions, seed: int = 0) -> Selection:
     """
     source, images_dir, labels_csv = options.source, list(options.images_dir), list(
         options.labels_csv)
+    if options.external_test and source not in datasets.DATASETS:
+        raise SourceError(f"--external_test applies to the public datasets "
+                          f"({', '.join(datasets.DATASET_NAMES)}), not --source={source}")
     info: Dict = {"kind": source}
     payloads: Dict[str, bytes] = {}
     images_root = images_dir[0] if images_dir else None
@@ -454,6 +443,10 @@ def select_inputs(options: SourceOptions, seed: int = 0) -> Selection:
     elif source == "synthetic":
         inputs, skipped = synthetic_inputs(options.num_images, seed, options.synthetic_width)
         info.update(num_images=options.num_images, synthetic_width=options.synthetic_width)
+    elif source in datasets.DATASETS:
+        read = datasets.read_dataset(source, options.dataset_dir, options.external_test)
+        inputs, skipped, info, images_root = read.inputs, read.skipped, read.info, \
+            options.dataset_dir
     else:
         raise SourceError(f"unknown source {source!r}; expected one of {', '.join(SOURCES)}")
     return Selection(inputs, skipped, payloads, images_root, info)

@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from m2cnn_tf.config import NUM_GRADES
-from m2cnn_tf.data import input_pipeline, sources
+from m2cnn_tf.data import builder, input_pipeline, sources
 from m2cnn_tf.grading import assessment
 from m2cnn_tf.util import progress
 
@@ -113,7 +113,30 @@ def predictions_from_images(model, images_dir: str, labels_csv: str, batch_size:
                         [r.patient_id for r, _ in rows], std), skipped
 
 
-def evaluate_predictions(predictions: Predictions, cuts: Sequence[float], **kw) -> Dict:
-    """``evaluate_arrays`` of ``Predictions``, resampling its patients."""
-    return assessment.evaluate_arrays(predictions.grades, predictions.scores, predictions.probabilities,
-                           cuts, patients=predictions.patient_ids, **kw)
+# What a build's manifest says about a public dataset (data.datasets) that its evaluation reports.
+DATASET_FACTS = ("kind", "dataset", "grade_scale", "split_rule", "patient_ids", "exclusions",
+                 "caveats")
+
+
+def dataset_facts(data_dir: str) -> Optional[Dict]:
+    """The public dataset a build was made from — its name, grade scale, split rule, whether it
+    has patient ids, its exclusions and the caveats of validating on it — or None for a build of
+    another source (Kaggle, CSV, …)."""
+    source = builder.read_manifest(data_dir).get("source", {})
+    if "dataset" not in source:
+        return None
+    return {key: source.get(key) for key in DATASET_FACTS}
+
+
+def evaluate_predictions(predictions: Predictions, cuts: Sequence[float],
+                         dataset: Optional[Dict] = None, **kw) -> Dict:
+    """``evaluate_arrays`` of ``Predictions``, resampling its patients — or its images where the
+    dataset (``dataset_facts``) publishes no patient ids, whose records then carry the image as
+    the patient; the report then says so, with the dataset's caveats."""
+    no_patient_ids = dataset is not None and not dataset.get("patient_ids", True)
+    report = assessment.evaluate_arrays(
+        predictions.grades, predictions.scores, predictions.probabilities, cuts,
+        patients=None if no_patient_ids else predictions.patient_ids, **kw)
+    if dataset is not None:
+        report["dataset"] = dataset
+    return report

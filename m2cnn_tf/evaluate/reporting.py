@@ -35,6 +35,32 @@ def _interval_text(interval: Optional[Dict]) -> str:
     return f" ({interval['confidence']:.0%} CI {interval['low']:.4f}–{interval['high']:.4f})"
 
 
+def percent_with_interval(entry: Dict, key: str) -> str:
+    """``entry[key]`` as a percentage, with ``entry[key + "_interval"]`` if there is one:
+    "85.0% (95% CI 80.1–89.0%)"."""
+    value, interval = entry.get(key), entry.get(f"{key}_interval")
+    if value is None:
+        return "n/a"
+    if not interval:
+        return f"{value:.1%}"
+    return (f"{value:.1%} ({interval['confidence']:.0%} CI {interval['low']:.1%}–"
+            f"{interval['high']:.1%})")
+
+
+def dataset_lines(report: Dict) -> list:
+    """What the reader of an evaluation on a public dataset must know: the dataset, what the
+    intervals resample, its caveats (none for other data)."""
+    dataset = report.get("dataset")
+    if not dataset:
+        return []
+    resampled = report.get("bootstrap", {}).get("resampled", "patients")
+    lines = [f"dataset: {dataset['dataset']} ({dataset['kind']}); grades: {dataset['grade_scale']}",
+             "intervals resample " + ("images: the dataset publishes no patient ids"
+                                      if resampled == "images" else "patients")]
+    lines += [f"caveat: {c}" for c in dataset.get("caveats") or []]
+    return lines
+
+
 def format_report(report: Dict) -> str:
     """A few lines for the terminal."""
     def pct(value):
@@ -54,12 +80,13 @@ def format_report(report: Dict) -> str:
         ci = _interval_text(referable.get("auc_interval"))
         lines.append(f"  referable DR (grade >= 2): ROC AUC of the score {referable['auc']:.4f}"
                      f"{ci}; at the fitted cut {referable['threshold']:.3f} sensitivity "
-                     f"{pct(referable['sensitivity'])}, specificity "
-                     f"{pct(referable['specificity'])}")
+                     f"{percent_with_interval(referable, 'sensitivity')}, specificity "
+                     f"{percent_with_interval(referable, 'specificity')}")
     tta = report.get("tta")
     if tta and tta.get("score_std_mean") is not None:
         lines.append(f"  TTA x{tta['views']}: score std over views mean "
                      f"{tta['score_std_mean']:.3f}, 95th percentile {tta['score_std_p95']:.3f}")
+    lines += [f"  {line}" for line in dataset_lines(report)]
     lines.append("  confusion (score; rows true 0–4, columns predicted 0–4):")
     for g, row in enumerate(report["score"]["confusion"]):
         lines.append(f"    {g}: " + " ".join(f"{n:>5}" for n in row))
@@ -218,6 +245,9 @@ def markdown(report: Dict, images: Dict[str, str], title: str = "") -> str:
                      f"{_num(tta.get('score_std_p95'), 3)}")
     if report.get("skipped"):
         lines.append(f"- **Skipped:** {len(report['skipped'])} file(s) (listed in report.json)")
+    if report.get("dataset"):
+        lines += ["", "## Dataset", ""] + [f"- {line[0].upper()}{line[1:]}"
+                                           for line in dataset_lines(report)]
     lines += ["", "## Grading", "",
               "| grade from | quadratic kappa | accuracy | referable sensitivity | "
               "referable specificity |", "|---|---|---|---|---|"]
@@ -238,8 +268,8 @@ def markdown(report: Dict, images: Dict[str, str], title: str = "") -> str:
                   f"- ROC AUC of P(grade ≥ 2): {_num(referable.get('auc_probabilities'))}",
                   f"- At the fitted cut between grades 1 and 2 (score > "
                   f"{_num(referable.get('threshold'), 3)}): sensitivity "
-                  f"{_pct(referable.get('sensitivity'))}, specificity "
-                  f"{_pct(referable.get('specificity'))}"]
+                  f"{percent_with_interval(referable, 'sensitivity')}, specificity "
+                  f"{percent_with_interval(referable, 'specificity')}"]
         if report.get("calibration"):
             lines.append(f"- Expected calibration error of P(grade ≥ 2): "
                          f"{_num(report['calibration']['expected_calibration_error'], 3)}")

@@ -45,23 +45,34 @@ def _or_none(compute):
 
 def referable_report(grades, scores, probabilities, cuts: Sequence[float], patients=None,
                      num_resamples: int = stats.NUM_RESAMPLES, seed: int = 0) -> Dict:
-    """Referable DR (grade ≥ 2): ROC AUC of the score (with its bootstrap interval unless
-    ``num_resamples`` is 0) and of P(grade ≥ 2), and sensitivity/specificity at the fitted cut
-    between grades 1 and 2 (None where undefined: one class only)."""
+    """Referable DR (grade ≥ 2): ROC AUC of the score and of P(grade ≥ 2), and sensitivity/
+    specificity at the fitted cut between grades 1 and 2 (None where undefined: one class only);
+    the AUC of the score, the sensitivity and the specificity with bootstrap intervals unless
+    ``num_resamples`` is 0."""
     grades = np.asarray(grades, np.int64)
     scores = np.asarray(scores, np.float64)
-    screening = stats.sensitivity_specificity(grades, rule.apply_thresholds(scores, cuts))
-    interval = _or_none(lambda: stats.bootstrap_interval(
-        stats.referable_auc, (grades, scores), groups=patients, num_resamples=num_resamples,
-        seed=seed)) if num_resamples else None
-    return {
+    predicted = rule.apply_thresholds(scores, cuts)
+    screening = stats.sensitivity_specificity(grades, predicted)
+
+    def interval(statistic, arrays):
+        found = _or_none(lambda: stats.bootstrap_interval(
+            statistic, arrays, groups=patients, num_resamples=num_resamples,
+            seed=seed)) if num_resamples else None
+        return found.to_dict() if found else None
+
+    report = {
         "threshold": float(cuts[REFERABLE_GRADE - 1]),
         "auc": _or_none(lambda: stats.referable_auc(grades, scores)),
-        "auc_interval": interval.to_dict() if interval else None,
+        "auc_interval": interval(stats.referable_auc, (grades, scores)),
         "auc_probabilities": _or_none(lambda: stats.referable_auc(
             grades, stats.referable_probability(probabilities))),
         **screening.to_dict(),
     }
+    for what in ("sensitivity", "specificity"):  # at the fitted cut, resampled like the AUC
+        report[f"{what}_interval"] = interval(
+            lambda g, p, what=what: getattr(stats.sensitivity_specificity(g, p), what),
+            (grades, predicted))
+    return report
 
 
 def evaluate_arrays(grades: Sequence[int], scores: Sequence[float], probabilities,
