@@ -11,6 +11,10 @@
     # two-eye fusion (after fuse.py): per-eye and fused kappa side by side
     python evaluate.py --model=runs/m2cnn_720 --data_dir=tfrecords/eyepacs --split=test --fusion
 
+The primary kappa (report.json's "primary") is the one of the head the model is read by: the
+score's, or the probabilities' for a run trained with cross-entropy only (its config.json or the
+export's metadata says which: "prediction").
+
 Writes to --output_dir: report.json (kappa with a bootstrap 95 % interval over patients,
 referable-DR ROC AUC, sensitivity/specificity at the fitted cut), report.md linking
 confusion_{score,probabilities}.png, roc.png and calibration.png, and predictions.csv (one row
@@ -32,6 +36,7 @@ from m2cnn_tf.grading import assessment  # noqa: E402
 from m2cnn_tf.evaluate import collect  # noqa: E402
 from m2cnn_tf.evaluate import reporting  # noqa: E402
 from m2cnn_tf.serving import predictor as predictors  # noqa: E402
+from m2cnn_tf.serving import signatures  # noqa: E402
 from m2cnn_tf.util import memory  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -121,8 +126,9 @@ def main(argv):
     grades, scores = predictions.grades, predictions.scores
     cuts = tuple(model.metadata["thresholds"])
     report = collect.evaluate_predictions(predictions, cuts, num_resamples=FLAGS.bootstrap)
+    primary = signatures.prediction_of(model.metadata)
     report.update(model=model.description, data=FLAGS.data_dir or FLAGS.images_dir, split=name,
-                  skipped=skipped)
+                  skipped=skipped, primary=primary)
     if FLAGS.tta != 1:
         report["tta"] = {"views": FLAGS.tta, "view_names": [v.name for v in tta.VIEWS[FLAGS.tta]],
                          **assessment.uncertainty_summary(predictions, cuts)}
@@ -141,6 +147,8 @@ def main(argv):
     paths = reporting.write_report(report, output_dir, title=name, predictions=predictions)
     print(f"{model.description}, {name}:")
     print(reporting.format_report(report))
+    print(f"  primary: kappa from the {primary} {report[primary]['kappa']:.4f} (the head this "
+          "model is read by)")
     if fused is not None:
         print(fusion.format_interval_report(report["fusion"]))
     if skipped:
