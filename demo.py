@@ -3,14 +3,15 @@
 What it does, in order (everything lands in --output_dir, default demo_output/):
   1. draws synthetic camera-sized fundus photographs of all five grades (or reads yours:
      --images_dir/--labels_csv, or a built --data_dir) and builds TFRecords at each resolution;
-  2. trains the tiny variant at the first resolution from scratch, then each next resolution
-     from the stage before (--init, the paper's multi-cell fine-tuning: new cells at LR2);
+  2. trains the stages named by --presets (config.PRESETS; by default demo_224 and demo_448: the
+     tiny variant at 224 from scratch, then at 448), each after the first from the stage before
+     (--init, the paper's multi-cell fine-tuning: new cells at LR2);
   3. fits the score thresholds on validation, evaluates, exports a TF Serving SavedModel;
   4. grades three raw photographs through the export, and prints a summary table.
 
-The paper's schedule on a GPU:
-  python demo.py --variant=m2cnn --resolutions=224,448,720 --images_dir=train \
-      --labels_csv=trainLabels.csv --steps=15000,10000,5000
+The paper's three stages on a GPU, with their schedule from the presets:
+  python demo.py --presets=paper_224,paper_448,paper_720 --images_dir=train \
+      --labels_csv=trainLabels.csv
 """
 
 import dataclasses
@@ -24,11 +25,16 @@ from absl import app, flags, logging  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output_dir", "demo_output", "Folder for everything the demo writes.")
-flags.DEFINE_list("resolutions", ["224", "448"], "Stages, smallest first; each fine-tunes the "
-                  "one before.")
-flags.DEFINE_list("steps", ["120", "40"], "Training steps per stage (one value: all stages).")
-flags.DEFINE_enum("variant", "tiny", ["tiny", "m2cnn"], "tiny (CPU demo) or m2cnn (the paper).")
-flags.DEFINE_integer("batch_size", 8, "Training batch.")
+flags.DEFINE_list("presets", ["demo_224", "demo_448"], "Training stages, smallest first: names "
+                  "of config presets (python train.py --list_presets); each after the first "
+                  "fine-tunes the one before.")
+flags.DEFINE_list("steps", [], "Training steps per stage (one value: all stages); default: each "
+                  "preset's.")
+flags.DEFINE_enum("variant", None, ["tiny", "m2cnn"], "tiny (CPU) or m2cnn (the paper); "
+                  "default: each preset's.")
+flags.DEFINE_integer("batch_size", None, "Training batch; default: each preset's.")
+flags.DEFINE_string("init", None, "Starting weights of the first stage (none, imagenet, a "
+                    "weights file); default: its preset's.")
 flags.DEFINE_integer("num_images", 300, "Synthetic photographs to draw (all grades, both eyes).")
 flags.DEFINE_string("data_dir", None, "Use this build_tfrecords.py output instead of building.")
 flags.DEFINE_string("images_dir", None, "Real photographs (<id>.jpeg) to build from, with "
@@ -42,15 +48,35 @@ flags.DEFINE_bool("quiet", False, "No progress bars.")
 DEMO_VAL_FRACTION = 0.2
 
 
-def _stage_steps():
+def _stage_configs(out):
+    """The TrainConfig of each stage: its preset with runs under <out>/runs, each after the
+    first initialised from the stage before, and the flags given here (data_dir still unset)."""
+    from m2cnn_tf import config
+
     steps = [int(s) for s in FLAGS.steps]
-    resolutions = [int(r) for r in FLAGS.resolutions]
     if len(steps) == 1:
-        steps *= len(resolutions)
-    if len(steps) != len(resolutions):
-        raise app.UsageError(f"--steps has {len(steps)} values for {len(resolutions)} "
-                             "resolutions")
-    return list(zip(resolutions, steps))
+        steps *= len(FLAGS.presets)
+    if steps and len(steps) != len(FLAGS.presets):
+        raise app.UsageError(f"--steps has {len(steps)} values for {len(FLAGS.presets)} stages")
+    stages = []
+    for i, name in enumerate(FLAGS.presets):
+        try:
+            stage = config.preset_config(name, os.path.join(out, "runs"))
+        except ValueError as e:
+            raise app.UsageError(f"--presets: {e}")
+        changes = {"seed": FLAGS.seed}
+        if stages or FLAGS.init:
+            changes["init"] = stages[-1].model_dir if stages else FLAGS.init
+        if FLAGS.variant:
+            changes["variant"] = FLAGS.variant
+        if FLAGS.batch_size:
+            changes["batch_size"] = FLAGS.batch_size
+        if steps:  # evaluate and checkpoint half-way and at the end
+            every = max(1, steps[i] // 2)
+            changes.update(train_steps=steps[i], eval_every_steps=every,
+                           checkpoint_every_steps=every)
+        stages.append(dataclasses.replace(stage, **changes))
+    return stages
 
 
 def _build_data(out, resolutions):
@@ -96,27 +122,20 @@ def _demo_photographs(out, count=3):
     return paths
 
 
-def _train_stages(stages, data_dir, out, rows):
-    """Trains each stage from the one before (the first from scratch); returns the last run."""
-    from m2cnn_tf.config import TRAIN
+def _train_stages(stages, data_dir, rows):
+    """Trains each stage (``_stage_configs``) in order; returns the last run's folder."""
     from m2cnn_tf.train import loop as training
 
-    init, model_dir = "none", None
-    for resolution, steps in stages:
-        print(f"[2/4] training {FLAGS.variant} at {resolution} px for {steps} steps "
-              f"(init: {init})")
+    for stage in stages:
+        print(f"[2/4] training {stage.variant} at {stage.resolution} px for {stage.train_steps} "
+              f"steps (init: {stage.init})")
         t = time.time()
-        model_dir = os.path.join(out, "runs", f"{FLAGS.variant}_{resolution}")
-        result = training.train_and_evaluate(dataclasses.replace(
-            TRAIN, resolution=resolution, variant=FLAGS.variant, init=init, data_dir=data_dir,
-            model_dir=model_dir, batch_size=FLAGS.batch_size, train_steps=steps,
-            eval_every_steps=max(1, steps // 2), checkpoint_every_steps=max(1, steps // 2),
-            log_every_steps=10, seed=FLAGS.seed), quiet=FLAGS.quiet)
+        result = training.train_and_evaluate(dataclasses.replace(stage, data_dir=data_dir),
+                                             quiet=FLAGS.quiet)
         best = (result.get("best") or {}).get("metrics") or result.get("last_eval") or {}
-        rows.append((f"train {resolution}", model_dir, result["step"], time.time() - t,
-                     best.get("kappa_score"), best.get("kappa_argmax")))
-        init = model_dir
-    return model_dir
+        rows.append((f"train {stage.resolution}", stage.model_dir, result["step"],
+                     time.time() - t, best.get("kappa_score"), best.get("kappa_argmax")))
+    return stages[-1].model_dir
 
 
 def _evaluate_and_export(model_dir, data_dir, out, rows):
@@ -183,17 +202,17 @@ def main(argv):
     from m2cnn_tf.util import memory
 
     memory.configure_process_for_image_work()  # for the augmenting input pipeline
-    stages = _stage_steps()
     out = FLAGS.output_dir
+    stages = _stage_configs(out)
     os.makedirs(out, exist_ok=True)
     started = time.time()
     rows = []
 
     print(f"[1/4] data ({'synthetic' if not (FLAGS.data_dir or FLAGS.images_dir) else 'yours'})")
     t = time.time()
-    data_dir, kind = _build_data(out, [r for r, _ in stages])
+    data_dir, kind = _build_data(out, sorted({s.resolution for s in stages}))
     rows.append(("data", f"{kind} → {data_dir}", "", time.time() - t, None, None))
-    model_dir = _train_stages(stages, data_dir, out, rows)
+    model_dir = _train_stages(stages, data_dir, rows)
 
     print("[3/4] thresholds, evaluation and export")
     report, rounding, paths, version, resolution = _evaluate_and_export(model_dir, data_dir, out,

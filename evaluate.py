@@ -15,6 +15,10 @@
         --output_dir=evaluation_messidor2
     python evaluate.py --compare=evaluation_messidor2,evaluation_idrid --output_dir=comparison
 
+The primary kappa (report.json's "primary") is the one of the head the model is read by: the
+score's, or the probabilities' for a run trained with cross-entropy only (its config.json or the
+export's metadata says which: "prediction").
+
 Writes to --output_dir: report.json (kappa with a bootstrap 95 % interval over patients,
 referable-DR ROC AUC, sensitivity/specificity at the fitted cut), report.md linking
 confusion_{score,probabilities}.png, roc.png and calibration.png, and predictions.csv (one row
@@ -39,6 +43,7 @@ from m2cnn_tf.grading import assessment  # noqa: E402
 from m2cnn_tf.evaluate import collect, compare  # noqa: E402
 from m2cnn_tf.evaluate import reporting  # noqa: E402
 from m2cnn_tf.serving import predictor as predictors  # noqa: E402
+from m2cnn_tf.serving import signatures  # noqa: E402
 from m2cnn_tf.util import memory  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -150,8 +155,9 @@ def main(argv):
     dataset = collect.dataset_facts(FLAGS.data_dir) if FLAGS.data_dir else None
     report = collect.evaluate_predictions(predictions, cuts, dataset,
                                           num_resamples=FLAGS.bootstrap)
+    primary = signatures.prediction_of(model.metadata)
     report.update(model=model.description, data=FLAGS.data_dir or FLAGS.images_dir, split=name,
-                  skipped=skipped)
+                  skipped=skipped, primary=primary)
     if FLAGS.tta != 1:
         report["tta"] = {"views": FLAGS.tta, "view_names": [v.name for v in tta.VIEWS[FLAGS.tta]],
                          **assessment.uncertainty_summary(predictions, cuts)}
@@ -170,6 +176,8 @@ def main(argv):
     paths = reporting.write_report(report, output_dir, title=name, predictions=predictions)
     print(f"{model.description}, {name}:")
     print(reporting.format_report(report))
+    print(f"  primary: kappa from the {primary} {report[primary]['kappa']:.4f} (the head this "
+          "model is read by)")
     if fused is not None:
         print(fusion.format_interval_report(report["fusion"]))
     if skipped:

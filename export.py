@@ -16,6 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
+from m2cnn_tf.config import PREDICT_BY_PROBABILITIES  # noqa: E402
 from m2cnn_tf.serving import export, signatures  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -35,7 +36,9 @@ def main(argv):
         print(f"export: error: {e}", file=sys.stderr)
         return 1
     metadata = signatures.read_metadata(path)
-    kappa = metadata.get("validation_kappa_score")
+    # the validation kappa of the head the export grades by (probabilities for a CE-only run)
+    kappa = metadata.get("validation_kappa_argmax" if signatures.prediction_of(metadata) ==
+                         PREDICT_BY_PROBABILITIES else "validation_kappa_score")
     print(f"exported {FLAGS.model_dir} ({metadata['checkpoint']}, {metadata['variant']} at "
           f"{metadata['resolution']} px, thresholds {metadata['thresholds_source']}"
           + (f", validation kappa {kappa:.4f}" if kappa is not None else "") + f") to {path}")

@@ -8,6 +8,7 @@ silent"). Code elsewhere in the package reads these objects and never repeats a 
 from __future__ import annotations
 
 import dataclasses
+import os
 
 NUM_GRADES = 5  # ICDR grades 0 (no DR) … 4 (PDR), paper Fig. 1.
 
@@ -132,6 +133,13 @@ class MultiCellConfig:
     medium_min_resolution: int = 350  # < 350 px: BaseNet only ("small")
     large_min_resolution: int = 700  # ≥ 700 px: medial cells + large cells
     min_resolution: int = 75  # the smallest input Keras' InceptionResNetV2 accepts
+
+
+# Whether the switch runs: "auto" chooses the cells by resolution (M²CNN); "off" keeps BaseNet and
+# the heads at any resolution — Table II's single-resolution BaseNet baselines at 448 and 720,
+# whose last feature maps are Table I's "before switch" (12×12, 21×21).
+MULTICELL_AUTO, MULTICELL_OFF = "auto", "off"
+MULTICELL_MODES = (MULTICELL_AUTO, MULTICELL_OFF)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -264,6 +272,61 @@ LR_FINETUNE = 1e-4  # LR1: weights restored from the stage before (or ImageNet),
 LR_NEW = 1e-3  # LR2: weights new at this stage (cells the resolution adds; all of them from scratch)
 LOSS_WEIGHTS = (1.0, 1.0)  # (cross-entropy L1, MSE of the score L2): Eq. 4 adds them unweighted
 
+# The head a run is selected (best checkpoint) and evaluated by follows its loss. Table II tests
+# the MSE-only runs "by scores", the CE-only runs "by prob." and the multi-task runs both,
+# preferring scores (III-B). A run trained with cross-entropy alone has an untrained score head,
+# so it is read by the argmax of its probabilities; a run that trains the score (MSE alone or
+# multi-task) by its score.
+PREDICT_BY_SCORE = "score"
+PREDICT_BY_PROBABILITIES = "probabilities"
+
+
+def prediction_head(loss_weights) -> str:
+    """The head a run trained with ``loss_weights`` (CE, MSE) is selected and evaluated by.
+
+    Args:
+      loss_weights: the weights of the cross-entropy and of the score's MSE.
+
+    Returns:
+      ``PREDICT_BY_PROBABILITIES`` when the MSE weight is 0 (cross-entropy only), else
+      ``PREDICT_BY_SCORE``.
+    """
+    return PREDICT_BY_PROBABILITIES if loss_weights[1] == 0 else PREDICT_BY_SCORE
+
+
+# A stage initialised from an earlier stage restores that stage's heads, which now read the new
+# cells' features, and fine-tunes them at LR1 with the rest of what it restored (the paper trains
+# M²CNN "based on the weights of BaseNet+MT", III-A); "new" starts them afresh and trains them at
+# LR2, like the new cells.
+HEADS_RESTORE, HEADS_NEW = "restore", "new"
+HEADS_MODES = (HEADS_RESTORE, HEADS_NEW)
+
+# The shape of both learning rates over a run. The paper describes two fixed rates (III-A), so
+# constant is the default; the others are for experiments beyond it.
+LR_CONSTANT, LR_COSINE, LR_STEP = "constant", "cosine", "step"
+LR_SCHEDULES = (LR_CONSTANT, LR_COSINE, LR_STEP)
+
+# --- The paper's schedule, in steps; the presets below read these, nothing else repeats them ---
+# Fig. 4: "224@20k" is the 224 stage; "448*@32k" is 448 fine-tuned from 224@20k for 12k more.
+PAPER_STEPS_224 = 20_000
+PAPER_STEPS_448 = 12_000
+# The paper gives no length for the 720 stage. Ours: the 448 stage's 12k, the one fine-tuning
+# length the paper measured — in 12k steps from 224@20k the medial cells, new at LR2, already
+# beat 448 trained directly for 20k (Fig. 4). The large cells are the same kind of new group
+# (N4 = 5 Block8 against N3 = 10), so they get the same budget rather than an unmeasured one;
+# a 720 step costs about (720/448)² ≈ 2.6× a 448 step.
+PAPER_STEPS_720 = PAPER_STEPS_448
+# Single-resolution runs from ImageNet (Table II's BaseNet columns, Fig. 4's "448@20k"): the
+# paper gives no length for Table II; Fig. 4 trains 448 directly for 20k, the 224 stage's
+# length, so every run that starts from ImageNet trains that long.
+PAPER_STEPS_DIRECT = PAPER_STEPS_224
+# Fig. 4's longer runs, in each run's own steps: "224@60k" (the 224 run continued), "448@26k"
+# (448 directly, the wall-clock of 448*@40k) and "448*@40k" (the 448 stage continued to
+# 40k − 20k of its own steps).
+FIG4_STEPS_224_LONG = 60_000
+FIG4_STEPS_448_DIRECT = 26_000
+FIG4_STEPS_448_FINETUNE_LONG = 20_000
+
 
 # Where a run goes when --model_dir is not given: runs/m2cnn_448 for the paper's variant at 448,
 # the directory the next stage's --init names.
@@ -287,6 +350,11 @@ class TrainConfig:
     variant: str = setting(
         "m2cnn", "m2cnn: the paper's network; tiny: one repeat of every cell (tests, CPU demos).",
         choices=tuple(sorted(VARIANTS)))
+    multicell: str = setting(
+        MULTICELL_AUTO, "auto: the Multi-Cell switch picks the cells by resolution (M²CNN: "
+        "medial cells from 350 px, large cells from 700 px); off: BaseNet and the heads at any "
+        "resolution (the paper's BaseNet baselines at 448 and 720, Table II).",
+        choices=MULTICELL_MODES)
     # "none" (everything new), "imagenet" (BaseNet from Keras' ImageNet weights, the paper's start
     # at 224), a Keras notop .h5 file, or the model directory / a checkpoint of an earlier stage.
     init: str = setting(
@@ -295,6 +363,10 @@ class TrainConfig:
         "directory of an earlier stage (e.g. runs/m2cnn_224; its best checkpoint, else its "
         "latest) or one checkpoint in it. Restored weights train at --lr_finetune, the rest at "
         "--lr_new.")
+    heads: str = setting(
+        HEADS_RESTORE, "With --init=<an earlier stage>: restore its heads and fine-tune them at "
+        "--lr_finetune (restore), or start them afresh and train them at --lr_new like the new "
+        "cells (new; init_report.json lists them as new).", choices=HEADS_MODES)
     data_dir: str = setting("", "A dataset folder written by build_tfrecords.py.")  # required
     # "" means model_dir_template.
     model_dir: str = setting("", f"Checkpoints and logs (default: {MODEL_DIR_TEMPLATE}).")
@@ -308,8 +380,12 @@ class TrainConfig:
         LR_FINETUNE, "LR1: learning rate of the weights restored by --init (paper: 1e-4).")
     lr_new: float = setting(
         LR_NEW, "LR2: learning rate of the weights new at this stage (paper: 1e-3).")
+    # The head a run is selected and evaluated by follows them (``prediction_head``).
     loss_weights: tuple[float, ...] = setting(
-        LOSS_WEIGHTS, "Weights of the cross-entropy and the score's MSE (paper: 1,1).")
+        LOSS_WEIGHTS, "Weights of the cross-entropy and the score's MSE (paper: 1,1; 1,0 and "
+        "0,1 are Table II's CE-only and MSE-only runs). A run with MSE weight 0 keeps its best "
+        "checkpoint and reports by the kappa of its probabilities (argmax), any other by the "
+        "kappa of its score.")
     # L_reg = weight_decay · ½ Σ‖W‖² over conv and dense kernels (tf.nn.l2_loss's ½, so the
     # gradient is weight_decay · W). The paper gives no value; 4e-5 is what Inception-ResNet-v2
     # was trained with (TF-slim's inception_resnet_v2_arg_scope), the network BaseNet is.
@@ -329,16 +405,35 @@ class TrainConfig:
     loss_scale_initial: float = 2.0**15
     loss_scale_growth_steps: int = 2000
 
+    # --- learning-rate schedule: one shape for both groups, each at its own rate ---
+    # Evaluated on the device from each group optimiser's step counter (``optimizers``), so a
+    # resumed run continues where it stopped. Not in the paper (see ``LR_SCHEDULES``).
+    lr_schedule: str = setting(
+        LR_CONSTANT, "Shape of both learning rates over the run: constant (the paper's), cosine "
+        "(from the full rate after warm-up down to 0 at --train_steps) or step (multiplied by "
+        "--lr_step_factor at each of --lr_step_fractions of the steps after warm-up).",
+        choices=LR_SCHEDULES)
+    warmup_steps: int = setting(
+        0, "Linear warm-up: over the first this many steps both rates rise from 1/warmup_steps "
+        "of their value to the full value (0: none).")
+    # The classic step decay (×0.1 twice, as in ResNet's and Inception's ImageNet schedules), at
+    # half and three quarters of the run so that it scales with --train_steps.
+    lr_step_fractions: tuple[float, ...] = setting(
+        (0.5, 0.75), "With --lr_schedule=step: fractions (0–1, ascending) of the steps after "
+        "warm-up at which both rates drop.")
+    lr_step_factor: float = setting(
+        0.1, "With --lr_schedule=step: what each drop multiplies both rates by.")
+
     # --- schedule, in steps (global batches) ---
     # Not in the paper. Training memory grows by ≈ 2 GB per 720 px image (PAPER_NOTES, measured
     # on CPU), so 16 asks ≈ 32 GB over all replicas at 720: lower it on one small GPU, raise it at
     # 224 (≈ 0.3 GB per image).
     batch_size: int = setting(16, "Global batch, split across replicas.")
-    # ≈ 7 passes over the 35,126 Kaggle training images at batch 16 per stage; the paper gives no
-    # schedule. Stages that fine-tune could stop earlier: watch the validation kappa.
+    # The paper's 224 stage (Fig. 4): ≈ 9 passes over the 35,126 Kaggle training images at
+    # batch 16. The presets give every stage and experiment run its own length.
     train_steps: int = setting(
-        15000, "Train until this many steps in all (a resumed run counts the steps already "
-        "done).")
+        PAPER_STEPS_224, "Train until this many steps in all (a resumed run counts the steps "
+        "already done). Default: the paper's 224 stage; --preset gives each stage its own.")
     # ≈ one pass over Kaggle's training set at batch 16 (35,126 / 16 ≈ 2,200).
     eval_every_steps: int = setting(
         2000, "Evaluate (and keep the best checkpoint) every this many steps, and at the end.")
@@ -359,6 +454,12 @@ class TrainConfig:
     class_balanced: bool = setting(
         False, "Draw training images with equal grade frequencies.")
     seed: int = setting(0, "Seed of weights, shuffling, augmentation and dropout.")
+    # Bit-identical reruns on one machine cost speed: TensorFlow picks deterministic kernels and
+    # tf.data keeps its order (each image paired with the same augmentation seed every run).
+    deterministic: bool = setting(
+        False, "Repeatable run: TensorFlow op determinism and a fixed data order and "
+        "augmentation, so that the same command on the same machine gives bit-identical weights "
+        "and metrics (slower).")
 
     # --- hardware ---
     strategy: str = setting(
@@ -381,6 +482,11 @@ class TrainConfig:
     cpu_devices: int = setting(
         0, "Split the CPU into this many logical devices (to try --strategy=mirrored without "
         "GPUs; 0: leave it whole).")
+
+    @property
+    def prediction(self) -> str:
+        """The head this run is selected and evaluated by (``prediction_head``)."""
+        return prediction_head(self.loss_weights)
 
 
 TRAIN = TrainConfig()
@@ -424,3 +530,293 @@ class FusionConfig:
 
 
 FUSION = FusionConfig()
+
+
+# --------------------------------------------------------------------------------------------
+# Presets: the paper's stages and every run of its experiments, named once
+# --------------------------------------------------------------------------------------------
+# ``python train.py --preset=NAME`` starts from one of these (flags given explicitly still win);
+# README, demo.py and the notebook name them instead of writing a schedule of their own. Every
+# preset's run lives in ``runs/<name>``, and a preset that starts from another's run names that
+# folder as its --init; ``preset_config(name, runs_dir)`` moves both under another folder.
+
+PRESET_RUNS_DIR = "runs"
+
+# How a preset's run starts from its parent's:
+RELATION_INIT = "init"  # a new run whose --init is the parent's folder (its best checkpoint)
+# The parent's run trained on: a copy of the parent's folder (after the parent finished),
+# resumed from its latest checkpoint up to this preset's train_steps, counted in that run.
+# (train.py alone, in an empty folder, trains it from the parent's own --init instead.)
+RELATION_CONTINUE = "continue"
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """A named run: its settings and the run it starts from.
+
+    Attributes:
+      name: the preset's name (``--preset=NAME``; its run folder is ``runs/<name>``).
+      config: the whole TrainConfig, but for ``data_dir``, which the command line gives.
+      summary: one line for listings: what the run is and where the paper reports it.
+      parent: the preset whose run this one starts from ("" for none).
+      relation: ``RELATION_INIT`` or ``RELATION_CONTINUE`` with a parent, "" without.
+    """
+
+    name: str
+    config: TrainConfig
+    summary: str
+    parent: str = ""
+    relation: str = ""
+
+
+def _run_dir(name: str) -> str:
+    return f"{PRESET_RUNS_DIR}/{name}"
+
+
+def _preset(name: str, summary: str, base: TrainConfig = TRAIN, parent: str = "",
+            relation: str = "", **changes) -> Preset:
+    """A Preset whose run folder is runs/<name> and whose --init is its parent's folder when
+    it starts as a new stage of the parent."""
+    changes.setdefault("model_dir", _run_dir(name))
+    if relation == RELATION_INIT:
+        changes["init"] = _run_dir(parent)
+    return Preset(name, dataclasses.replace(base, **changes), summary, parent, relation)
+
+
+def _continued(name: str, summary: str, parent: Preset, train_steps: int) -> Preset:
+    return _preset(name, summary, parent.config, parent.name, RELATION_CONTINUE,
+                   train_steps=train_steps)
+
+
+_CE_ONLY, _MSE_ONLY = (1.0, 0.0), (0.0, 1.0)
+
+
+def _paper_presets() -> list:
+    """M²CNN's three stages (II-C), then every other run of Table II, Table III and Fig. 4."""
+    p224 = _preset("paper_224", "M²CNN stage 1: BaseNet+MT at 224 from ImageNet (Table II "
+                   "multi-task 224; Fig. 4 224@20k)", resolution=224, init="imagenet",
+                   train_steps=PAPER_STEPS_224)
+    p448 = _preset("paper_448", "M²CNN stage 2: + medial cells at 448, fine-tuned from "
+                   "paper_224 (Table II M²CNN 448; Fig. 4 448*@32k)", p224.config, p224.name,
+                   RELATION_INIT, resolution=448, train_steps=PAPER_STEPS_448)
+    p720 = _preset("paper_720", "M²CNN stage 3: + large cells at 720, fine-tuned from paper_448 "
+                   "(Table II M²CNN 720; Table III M²CNN)", p448.config, p448.name,
+                   RELATION_INIT, resolution=720, train_steps=PAPER_STEPS_720)
+    presets = [p224, p448, p720]
+    losses = (("mse", _MSE_ONLY, "MSE only"), ("ce", _CE_ONLY, "CE only"),
+              ("mt", LOSS_WEIGHTS, "multi-task"))
+    for resolution in (224, 448, 720):
+        for short, weights, words in losses:
+            if (short, resolution) == ("mt", 224):
+                continue  # that run is paper_224 itself: at 224 no cells are switched on
+            presets.append(_preset(
+                f"basenet_{short}_{resolution}", f"BaseNet {words} at {resolution} from ImageNet, "
+                f"no extra cells (Table II {words} {resolution})", resolution=resolution,
+                init="imagenet", multicell=MULTICELL_OFF, loss_weights=weights,
+                train_steps=PAPER_STEPS_DIRECT))
+    presets += [
+        _continued("fig4_224_60k", "paper_224 continued to 60k steps (Fig. 4 224@60k)", p224,
+                   FIG4_STEPS_224_LONG),
+        _preset("fig4_448_direct", "M²CNN at 448 from ImageNet, without the 224 stage (Fig. 4 "
+                "448@20k, 448@26k)", resolution=448, init="imagenet",
+                train_steps=FIG4_STEPS_448_DIRECT),
+        _continued("fig4_448ft_40k", "paper_448 continued to 20k steps of its own (Fig. 4 "
+                   "448*@40k)", p448, FIG4_STEPS_448_FINETUNE_LONG),
+    ]
+    return presets
+
+
+# The CPU presets: the tiny variant on a few synthetic photographs. "rehearsal": the paper's
+# staging in seconds (README); "demo": python demo.py's two stages, long enough to learn.
+_TINY = dict(variant="tiny", init="none")
+
+
+def _cpu_presets(paper: dict) -> list:
+    r224 = _preset("rehearsal_224", "CPU rehearsal of paper_224: tiny, from scratch, a few steps",
+                   paper["paper_224"].config, **_TINY, train_steps=3, batch_size=4)
+    r448 = _preset("rehearsal_448", "CPU rehearsal of paper_448: a few steps from rehearsal_224",
+                   paper["paper_448"].config, r224.name, RELATION_INIT, variant="tiny",
+                   train_steps=2, batch_size=2)
+    r720 = _preset("rehearsal_720", "CPU rehearsal of paper_720: a few steps from rehearsal_448",
+                   paper["paper_720"].config, r448.name, RELATION_INIT, variant="tiny",
+                   train_steps=2, batch_size=2)
+    d224 = _preset("demo_224", "python demo.py, stage 1: tiny at 224 from scratch",
+                   paper["paper_224"].config, **_TINY, train_steps=120, batch_size=8,
+                   eval_every_steps=60, checkpoint_every_steps=60, log_every_steps=10)
+    d448 = _preset("demo_448", "python demo.py, stage 2: tiny at 448 from demo_224",
+                   d224.config, d224.name, RELATION_INIT, resolution=448, train_steps=40,
+                   eval_every_steps=20, checkpoint_every_steps=20)
+    return [r224, r448, r720, d224, d448]
+
+
+def _registry() -> dict:
+    paper = {p.name: p for p in _paper_presets()}
+    return {**paper, **{p.name: p for p in _cpu_presets(paper)}}
+
+
+PRESETS = _registry()
+
+
+def preset(name: str) -> Preset:
+    """The preset called ``name``; ValueError naming the known ones otherwise."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def preset_config(name: str, runs_dir: str = "") -> TrainConfig:
+    """A preset's TrainConfig, its run folders (``model_dir``, a preset's ``init``) moved from
+    runs/ to ``runs_dir`` when one is given (a demo's or an experiment's output folder).
+
+    Args:
+      name: a key of ``PRESETS``.
+      runs_dir: the folder that holds the runs instead of runs/ ("" keeps runs/).
+
+    Returns:
+      The TrainConfig (``data_dir`` still to be set).
+
+    Raises:
+      ValueError: an unknown name, naming the known ones.
+    """
+    c = preset(name).config
+    if not runs_dir:
+        return c
+    prefix = PRESET_RUNS_DIR + "/"
+
+    def move(path: str) -> str:
+        return os.path.join(runs_dir, path[len(prefix):]) if path.startswith(prefix) else path
+
+    return dataclasses.replace(c, model_dir=move(c.model_dir), init=move(c.init))
+
+
+def preset_lineage(names) -> list:
+    """``names`` with every preset they start from, each once, parents before children.
+
+    Args:
+      names: preset names.
+
+    Returns:
+      The names to run, in an order that runs every parent before its children.
+    """
+    ordered = []
+
+    def visit(name: str) -> None:
+        parent = preset(name).parent
+        if parent:
+            visit(parent)
+        if name not in ordered:
+            ordered.append(name)
+
+    for name in names:
+        visit(name)
+    return ordered
+
+
+def preset_step_offset(name: str) -> int:
+    """Steps trained before a preset's run began, over the stages it was initialised from —
+    what the paper's cumulative labels add ("448*@32k" is 12k steps of paper_448 after 20k).
+
+    A continued run counts its steps inside the run it continues, so it adds nothing of its own.
+    """
+    p = preset(name)
+    if p.relation == RELATION_INIT:
+        return preset_step_offset(p.parent) + preset(p.parent).config.train_steps
+    if p.relation == RELATION_CONTINUE:
+        return preset_step_offset(p.parent)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# The paper's experiments: which preset fills each number, and the paper's numbers
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class PaperResult:
+    """One kappa of the paper's Table II or III, and the preset whose run reproduces it.
+
+    Attributes:
+      row, column: where it stands in the paper's table ("448×448", "multi-task scores";
+        "BaseNet", "val set").
+      preset: the run (a key of ``PRESETS``).
+      prediction: how the run is read for this number: ``PREDICT_BY_SCORE`` or
+        ``PREDICT_BY_PROBABILITIES``.
+      split: "validation" or "test".
+      kappa: the paper's quadratic kappa.
+    """
+
+    row: str
+    column: str
+    preset: str
+    prediction: str
+    split: str
+    kappa: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Fig4Point:
+    """One labelled point of the paper's Fig. 4 ("448*@32k/4.0h"): a step of a preset's run.
+
+    ``step`` counts the run's own steps; the label's count is ``preset_step_offset(preset) +
+    step``. ``hours`` is the paper's training time to that point (its GPU, all stages).
+    """
+
+    label: str
+    preset: str
+    step: int
+    hours: float
+
+
+def _table2() -> tuple:
+    s, p, val = PREDICT_BY_SCORE, PREDICT_BY_PROBABILITIES, "validation"
+    # (resolution, MSE scores, CE prob., multi-task scores, prob., M²CNN scores, prob.)
+    paper = ((224, 0.720, 0.725, 0.742, 0.718, None, None),
+             (448, 0.790, 0.772, 0.812, 0.782, 0.830, 0.812),
+             (720, 0.835, 0.751, 0.841, 0.826, 0.844, 0.842))
+    cells = []
+    for r, mse, ce, mt_s, mt_p, m2_s, m2_p in paper:
+        row, mt = f"{r}×{r}", "paper_224" if r == 224 else f"basenet_mt_{r}"
+        cells += [PaperResult(row, "MSE scores", f"basenet_mse_{r}", s, val, mse),
+                  PaperResult(row, "CE prob.", f"basenet_ce_{r}", p, val, ce),
+                  PaperResult(row, "multi-task scores", mt, s, val, mt_s),
+                  PaperResult(row, "multi-task prob.", mt, p, val, mt_p)]
+        if m2_s is not None:
+            cells += [PaperResult(row, "M²CNN scores", f"paper_{r}", s, val, m2_s),
+                      PaperResult(row, "M²CNN prob.", f"paper_{r}", p, val, m2_p)]
+    return tuple(cells)
+
+
+def _table3() -> tuple:
+    rows = (("BaseNet", "basenet_mse_720", 0.835, 0.828),
+            ("BaseNet+MT", "basenet_mt_720", 0.841, 0.838),
+            ("M²CNN", "paper_720", 0.844, 0.841))
+    return tuple(PaperResult(row, column, name, PREDICT_BY_SCORE, split, kappa)
+                 for row, name, val, test in rows
+                 for column, split, kappa in (("val set", "validation", val),
+                                              ("test set", "test", test)))
+
+
+# Table II (validation kappa, "RESULTS OF EACH MODULE"), Table III (our three rows of it) and
+# Fig. 4 (validation kappa against steps and hours; its kappas are only drawn, not printed).
+PAPER_EXPERIMENTS = {
+    "table2": _table2(),
+    "table3": _table3(),
+    "fig4": (Fig4Point("224@20k", "paper_224", PAPER_STEPS_224, 1.4),
+             Fig4Point("224@60k", "fig4_224_60k", FIG4_STEPS_224_LONG, 4.2),
+             Fig4Point("448@20k", "fig4_448_direct", PAPER_STEPS_DIRECT, 4.2),
+             Fig4Point("448@26k", "fig4_448_direct", FIG4_STEPS_448_DIRECT, 5.5),
+             Fig4Point("448*@32k", "paper_448", PAPER_STEPS_448, 4.0),
+             Fig4Point("448*@40k", "fig4_448ft_40k", FIG4_STEPS_448_FINETUNE_LONG, 5.5)),
+}
+
+
+def experiment_presets(experiment: str) -> list:
+    """The presets an experiment needs (``PAPER_EXPERIMENTS``), parents first.
+
+    Raises:
+      ValueError: an unknown experiment, naming the known ones.
+    """
+    if experiment not in PAPER_EXPERIMENTS:
+        raise ValueError(f"unknown experiment {experiment!r}; known: "
+                         f"{', '.join(PAPER_EXPERIMENTS)}")
+    return preset_lineage(dict.fromkeys(e.preset for e in PAPER_EXPERIMENTS[experiment]))

@@ -22,10 +22,9 @@ photographs with the tiny variant in a few minutes on a CPU."""),
 SMOKE = True                      # True: synthetic data + tiny variant (CI, CPU); False: the paper
 REPO_URL = "https://github.com/YOUR_ACCOUNT/m2cnn-tf.git"   # where you cloned/forked m2cnn-tf
 KAGGLE_DIR = "/content/kaggle"    # the Kaggle files (see "Data" below)
-VARIANT = "tiny" if SMOKE else "m2cnn"
-RESOLUTIONS = [224, 448] if SMOKE else [224, 448, 720]
-STEPS = {224: 6, 448: 3} if SMOKE else {224: 20000, 448: 12000, 720: 8000}
-BATCH_SIZE = 4 if SMOKE else 32"""),
+# The training stages: presets of m2cnn_tf/config.py (resolution, starting weights, steps, rates).
+# SMOKE: the tiny variant for a few steps a stage; otherwise the paper's three stages.
+STAGES = ["rehearsal_224", "rehearsal_448"] if SMOKE else ["paper_224", "paper_448", "paper_720"]"""),
     ("markdown", "## Install\nIn Colab this clones the repository and installs it; anywhere the "
                  "package is already importable (CI, a local clone) it does nothing."),
     ("code", """import importlib.util, os, subprocess, sys
@@ -35,6 +34,7 @@ if importlib.util.find_spec("m2cnn_tf") is None:
                    check=True)
     os.chdir("/content/m2cnn-tf")
 import m2cnn_tf
+from m2cnn_tf import config
 REPO = os.path.dirname(os.path.dirname(m2cnn_tf.__file__))
 WORK = os.environ.get("M2CNN_NOTEBOOK_WORKDIR", os.path.join(REPO, "notebook_output"))
 os.makedirs(WORK, exist_ok=True)
@@ -70,7 +70,7 @@ putting `kaggle.json` in `~/.kaggle/`) or copied from your Google Drive:
 Unzip into `KAGGLE_DIR` so that it holds `train/`, `test/`, `trainLabels.csv` and
 `retinopathy_solution.csv`. The builder then uses the official splits."""),
     ("code", """DATA = os.path.join(WORK, "tfrecords")
-sizes = ",".join(map(str, RESOLUTIONS))
+sizes = ",".join(str(config.preset(name).config.resolution) for name in STAGES)
 if SMOKE:
     run("build_tfrecords.py", "--source=synthetic", "--num_images=30", "--synthetic_width=800",
         f"--resolutions={sizes}", "--val_fraction=0.3", f"--output_dir={DATA}", "--quiet")
@@ -80,22 +80,17 @@ else:
         f"--images_dir={KAGGLE_DIR}/train,{KAGGLE_DIR}/test",
         f"--labels_csv={KAGGLE_DIR}/trainLabels.csv,{KAGGLE_DIR}/retinopathy_solution.csv",
         f"--resolutions={sizes}", f"--output_dir={DATA}")"""),
-    ("markdown", "## Training: 224 → 448 → 720\nEach stage starts from the one before "
-                 "(`--init`): restored weights train at LR1 = 1e-4, the new cells at LR2 = 1e-3. "
-                 "Re-running a cell resumes from its last checkpoint. TensorBoard shows the loss "
-                 "terms, both learning rates and validation kappa."),
+    ("markdown", "## Training: 224 → 448 → 720\nEach stage is a preset and starts from the one "
+                 "before (its `--init`, `runs/<preset>`): restored weights train at LR1 = 1e-4, "
+                 "the new cells at LR2 = 1e-3. Re-running a cell resumes from its last "
+                 "checkpoint. TensorBoard shows the loss terms, both learning rates and "
+                 "validation kappa."),
     ("code", """if not SMOKE:
     %load_ext tensorboard
     %tensorboard --logdir {WORK}/runs"""),
-    ("code", """init = "none" if SMOKE else "imagenet"
-for resolution in RESOLUTIONS:
-    model_dir = os.path.join(WORK, "runs", f"{VARIANT}_{resolution}")
-    run("train.py", f"--resolution={resolution}", f"--init={init}", f"--data_dir={DATA}",
-        f"--model_dir={model_dir}", f"--variant={VARIANT}", f"--batch_size={BATCH_SIZE}",
-        f"--train_steps={STEPS[resolution]}", f"--eval_every_steps={STEPS[resolution]}",
-        "--quiet" if SMOKE else "--noquiet")
-    init = model_dir
-FINAL = model_dir"""),
+    ("code", """for name in STAGES:   # each in WORK/runs/<name>
+    run("train.py", f"--preset={name}", f"--data_dir={DATA}", "--quiet" if SMOKE else "--noquiet")
+FINAL = os.path.join(WORK, config.preset(STAGES[-1]).config.model_dir)"""),
     ("markdown", "## Evaluation\nThresholds on the score fitted on validation, then the report "
                  "(on `test` for the real run: Kaggle's Private split)."),
     ("code", """from IPython.display import Image, display

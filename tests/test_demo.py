@@ -21,5 +21,5 @@ def test_demo_runs_end_to_end_on_builtin_data(tmp_path):
     assert "graded through the export" in out
     assert out.count("synthetic_grade") == 3
     assert (tmp_path / "exported" / "m2cnn" / "1" / "saved_model.pb").is_file()
-    assert (tmp_path / "runs" / "tiny_448" / "init_report.json").is_file()
-    assert (tmp_path / "runs" / "tiny_448" / "evaluation_validation" / "confusion_score.png").is_file()
+    assert (tmp_path / "runs" / "demo_448" / "init_report.json").is_file()
+    assert (tmp_path / "runs" / "demo_448" / "evaluation_validation" / "confusion_score.png").is_file()

@@ -5,8 +5,8 @@ Public and Private rows).
 The commands are taken from README.md itself and run as written except for: paths (into a
 temporary folder), step counts, and what a 2-core CPU without internet needs — the `tiny`
 variant and a small batch for training, and a local Keras notop weights file in place of
-`--init=imagenet` (the README's troubleshooting gives that same substitution for offline
-machines). `docker run` needs a Docker engine, which this machine lacks: its mount and model name
+ImageNet (`--init=imagenet`, which the `paper_224` preset names; the README's troubleshooting
+gives that same substitution for offline machines). `docker run` needs a Docker engine, which this machine lacks: its mount and model name
 are checked against what export.py wrote, and the `curl` body is decoded as TF Serving does and
 fed to the exported signature. The two quick-start commands are run by .ci/run and
 tests/test_demo.py.
@@ -24,6 +24,7 @@ import sys
 import pytest
 
 from conftest import REPO_ROOT, read_labels
+from m2cnn_tf import config
 
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
 SCRIPTS = ("build_tfrecords.py", "train.py", "evaluate.py", "fuse.py", "export.py", "predict.py",
@@ -63,7 +64,7 @@ def test_the_cpu_stages_run_as_printed(tmp_path):
         argv[0] = str(REPO_ROOT / argv[0])
         _run(argv + (["--quiet"] if "--quiet" not in argv else []), cwd=tmp_path)
     for resolution, new in ((448, ["medial_cells"]), (720, ["large_cells"])):
-        report = json.loads((tmp_path / "runs" / f"tiny_{resolution}" / "init_report.json")
+        report = json.loads((tmp_path / "runs" / f"rehearsal_{resolution}" / "init_report.json")
                             .read_text())
         assert sorted(b for b, v in report["new"].items() if v) == new, report["new"]
 
@@ -101,6 +102,16 @@ def _run(argv, cwd):
     return result
 
 
+def _offline_init(argv, weights):
+    """A train.py command line with ImageNet (named by a flag or by its preset) replaced by a
+    local notop weights file."""
+    argv = [a.replace("--init=imagenet", f"--init={weights}") for a in argv]
+    preset = next((a.split("=", 1)[1] for a in argv if a.startswith("--preset=")), None)
+    if preset and config.preset(preset).config.init == "imagenet":
+        argv.append(f"--init={weights}")
+    return argv
+
+
 def _weights_file(path):
     code = ("import keras, sys; keras.applications.InceptionResNetV2(include_top=False, "
             "weights=None).save_weights(sys.argv[1])")
@@ -127,8 +138,7 @@ def test_the_eyepacs_recipe_runs_as_printed(kaggle, tmp_path, eyepacs_1024):
     for command in recipe:
         argv = shlex.split(command)[1:]
         if argv[0] == "train.py":
-            argv = [a.replace("--init=imagenet", f"--init={weights}") for a in argv]
-            argv += TRAINING_FOR_CPU
+            argv = _offline_init(argv, weights) + TRAINING_FOR_CPU
         if argv[0] in ("build_tfrecords.py", "evaluate.py", "predict.py", "explain.py"):
             argv.append("--quiet")
         argv[0] = str(REPO_ROOT / argv[0])
@@ -136,12 +146,12 @@ def test_the_eyepacs_recipe_runs_as_printed(kaggle, tmp_path, eyepacs_1024):
     manifest = json.loads((work / "tfrecords" / "eyepacs" / "manifest.json").read_text())
     assert {k: v["count"] for k, v in manifest["splits"].items()} == {
         "train": 20, "validation": 12, "test": 12}
-    assert (work / "runs" / "m2cnn_720" / "thresholds.json").is_file()
-    assert (work / "runs" / "m2cnn_720" / "evaluation_test" / "report.json").is_file()
+    assert (work / "runs" / "paper_720" / "thresholds.json").is_file()
+    assert (work / "runs" / "paper_720" / "evaluation_test" / "report.json").is_file()
     with open(work / "predictions.csv") as f:
         assert len(list(csv.DictReader(f))) == 3
     # the closer look: fusion in the test report, TTA's uncertainty column, Grad-CAM PNGs
-    test_report = json.loads((work / "runs" / "m2cnn_720" / "evaluation_test" / "report.json")
+    test_report = json.loads((work / "runs" / "paper_720" / "evaluation_test" / "report.json")
                              .read_text())
     assert "fusion" in test_report, sorted(test_report)
     assert (work / "evaluation_tta" / "report.md").is_file()
@@ -164,7 +174,7 @@ def _check_explain_export_matches_its_run(work):
 
     photo = sorted((work / "clinic_photos").iterdir())[0]
     image = fundus.load_normalized(str(photo), (720,)).images[720][None]
-    local = explainers.open_explainer(str(work / "runs" / "m2cnn_720")).explain_normalized(image)
+    local = explainers.open_explainer(str(work / "runs" / "paper_720")).explain_normalized(image)
     served = explainers.open_explainer(str(work / "exported" / "m2cnn")).explain_normalized(image)
     for key in explain.MAPS:
         assert served[key].shape == (1, 720, 720), key
@@ -209,12 +219,11 @@ def test_the_inline_commands_run(kaggle, tmp_path):
     result = _run(shlex.split(by_start["m2cnn_tf.model"])[1:], cwd=tmp_path)
     assert "21" in result.stdout and "4" in result.stdout
     demo = shlex.split(by_start["demo.py"])[1:]
-    demo = [a.replace("--variant=m2cnn", "--variant=tiny") for a in demo]
-    demo = [re.sub(r"^--steps=.*", "--steps=1", a) for a in demo]
     demo = [f"--images_dir={kaggle / 'train'}" if a.startswith("--images_dir") else
             f"--labels_csv={kaggle / 'trainLabels.csv'}" if a.startswith("--labels_csv") else a
             for a in demo]
     demo[0] = str(REPO_ROOT / demo[0])
-    result = _run(demo + ["--batch_size=2", "--quiet", f"--output_dir={tmp_path / 'demo'}"],
-                  cwd=tmp_path)
+    # the presets' network and schedule, shrunk for a CPU without internet
+    result = _run(demo + ["--variant=tiny", "--steps=1", "--init=none", "--batch_size=2",
+                          "--quiet", f"--output_dir={tmp_path / 'demo'}"], cwd=tmp_path)
     assert "train 720" in result.stdout and "graded through the export" in result.stdout

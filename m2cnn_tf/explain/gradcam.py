@@ -72,10 +72,10 @@ def last_feature_block(model: keras.Model) -> str:
         model: a model built by ``model.build_m2cnn``.
 
     Returns:
-        "basenet" (small path, < 350 px), "medial_cells" (medium) or "large_cells" (large).
+        "basenet" (small path: < 350 px, or any size with the Multi-Cell switch off),
+        "medial_cells" (medium) or "large_cells" (large).
     """
-    resolution = int(model.input.shape[1])
-    return ((m2cnn.BASENET,) + m2cnn.CELLS_ON_PATH[m2cnn.multicell_path(resolution)])[-1]
+    return ((m2cnn.BASENET,) + m2cnn.CELLS_ON_PATH[m2cnn.path_of(model)])[-1]
 
 
 class GradCam:

@@ -23,8 +23,10 @@ from m2cnn_tf.model.accounting import (  # noqa: F401
 from m2cnn_tf.model.architecture import (  # noqa: F401
     IMAGENET,
     build_m2cnn,
+    check_multicell,
     check_resolution,
     check_variant,
+    model_name,
     multicell_path,
 )
 from m2cnn_tf.model.blocks import (  # noqa: F401
@@ -42,6 +44,7 @@ from m2cnn_tf.model.blocks import (  # noqa: F401
     all_layers,
     block_variables,
     model_blocks,
+    path_of,
 )
 from m2cnn_tf.model.inference import unless_empty  # noqa: F401
 from m2cnn_tf.model.irv2 import (  # noqa: F401

@@ -1,6 +1,7 @@
 """One M²CNN configuration: its Multi-Cell path, feature-map sizes, parameters and FLOPs.
 
     python -m m2cnn_tf.model --resolution=720 --variant=m2cnn
+    python -m m2cnn_tf.model --resolution=720 --multicell=off    # BaseNet alone at 720
 """
 
 import os
@@ -17,13 +18,16 @@ FLAGS = flags.FLAGS
 flags.DEFINE_integer("resolution", max(config.BUILDER.resolutions), "Input side in pixels.")
 flags.DEFINE_enum("variant", "m2cnn", sorted(config.VARIANTS), "m2cnn: the paper's network; "
                   "tiny: one repeat of every cell.")
+flags.DEFINE_enum("multicell", config.MULTICELL_AUTO, list(config.MULTICELL_MODES),
+                  "auto: the Multi-Cell switch; off: BaseNet and the heads only (the paper's "
+                  "BaseNet baselines).")
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     try:
-        network = model.build_m2cnn(FLAGS.resolution, FLAGS.variant)
+        network = model.build_m2cnn(FLAGS.resolution, FLAGS.variant, multicell=FLAGS.multicell)
     except ValueError as e:
         print(f"m2cnn_tf.model: error: {e}", file=sys.stderr)
         return 1

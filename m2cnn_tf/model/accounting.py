@@ -15,7 +15,7 @@ from m2cnn_tf import config
 from m2cnn_tf.model import irv2
 from m2cnn_tf.model.architecture import check_variant, multicell_path
 from m2cnn_tf.model.blocks import (BASENET, CELLS_ON_PATH, HEADS, LARGE_CELLS, MEDIAL_CELLS,
-                                   all_layers, block_variables, model_blocks)
+                                   all_layers, block_variables, model_blocks, path_of)
 
 
 def _conv_bn_parameters(in_channels: int, filters: int, kernel: tuple[int, int]) -> int:
@@ -71,22 +71,25 @@ def cell_group_parameters(num_block8: int, in_channels: int | None = None) -> in
     )
 
 
-def expected_cell_parameters(resolution: int, variant: str = "m2cnn") -> dict[str, int]:
+def expected_cell_parameters(resolution: int, variant: str = "m2cnn",
+                             multicell: str = config.MULTICELL_AUTO) -> dict[str, int]:
     """The extra parameters the Multi-Cell path adds at ``resolution``, by block (arithmetic).
 
     Args:
         resolution: input side in pixels.
         variant: a key of ``config.VARIANTS``.
+        multicell: the switch's mode (``config.MULTICELL_MODES``; "off" adds no cells).
 
     Returns:
         ``{"medial_cells": n, "large_cells": n}`` for the cell groups on the path ({} if small).
     """
+    return _cell_parameters_on_path(multicell_path(resolution, multicell), variant)
+
+
+def _cell_parameters_on_path(path: str, variant: str) -> dict[str, int]:
     repeats = check_variant(variant)
     counts = {MEDIAL_CELLS: repeats.medial_block8, LARGE_CELLS: repeats.large_block8}
-    return {
-        block: cell_group_parameters(counts[block])
-        for block in CELLS_ON_PATH[multicell_path(resolution)]
-    }
+    return {block: cell_group_parameters(counts[block]) for block in CELLS_ON_PATH[path]}
 
 
 def head_parameters(in_channels: int | None = None) -> int:
@@ -153,6 +156,7 @@ def summarize(model: keras.Model, variant: str) -> dict:
         non-trainable), the cell arithmetic, MACs and FLOPs (= 2 × MACs) per image and block.
     """
     resolution = int(model.input.shape[1])
+    path = path_of(model)
     blocks = block_variables(model)
     parameters = {}
     for block, variables in blocks.items():
@@ -168,11 +172,11 @@ def summarize(model: keras.Model, variant: str) -> dict:
         "model": model.name,
         "variant": variant,
         "resolution": resolution,
-        "path": multicell_path(resolution),
+        "path": path,
         "feature_map_sizes": {k: list(v) for k, v in feature_map_sizes(model).items()},
         "parameters": parameters,
         "total_parameters": sum(p["total"] for p in parameters.values()),
-        "cell_parameters_arithmetic": expected_cell_parameters(resolution, variant),
+        "cell_parameters_arithmetic": _cell_parameters_on_path(path, variant),
         "heads_parameters_arithmetic": head_parameters(),
         "macs_per_image": macs,
         "total_macs_per_image": sum(macs.values()),

@@ -5,6 +5,7 @@
       → BaseNet = Inception-ResNet-v2 up to conv_7b_ac  nested model "basenet"
       → r ≥ 350: Reduction-B + N3 Block8 + 1×1 conv     nested model "medial_cells"
       → r ≥ 700: Reduction-B + N4 Block8 + 1×1 conv     nested model "large_cells"
+        (multicell="off": neither, at any r — the paper's BaseNet baselines, Table II)
       → global average pooling → dropout
       → {"logits": Dense(5) "head_logits", "score": Dense(1) "head_score", squeezed}
 
@@ -67,21 +68,33 @@ def check_variant(variant) -> config.CellRepeats:
     return config.VARIANTS[variant]
 
 
-def multicell_path(resolution: int) -> str:
+def check_multicell(multicell) -> str:
+    """``multicell`` if it is one of ``config.MULTICELL_MODES``, else ValueError naming them."""
+    if multicell not in config.MULTICELL_MODES:
+        raise ValueError(f"multicell must be one of {', '.join(config.MULTICELL_MODES)}, got "
+                         f"{multicell!r}")
+    return multicell
+
+
+def multicell_path(resolution: int, multicell: str = config.MULTICELL_AUTO) -> str:
     """The Multi-Cell path an input of this size takes (paper II-C).
 
     Args:
         resolution: side of the square input in pixels, an int ≥
             ``config.MULTICELL.min_resolution``.
+        multicell: ``config.MULTICELL_AUTO`` (the switch) or ``config.MULTICELL_OFF`` (BaseNet
+            only at any size: the paper's BaseNet baselines).
 
     Returns:
-        ``"small"`` (< 350: BaseNet only), ``"medium"`` (350 ≤ r < 700: + medial cells) or
-        ``"large"`` (≥ 700: + medial and large cells).
+        ``"small"`` (< 350, or the switch off: BaseNet only), ``"medium"`` (350 ≤ r < 700:
+        + medial cells) or ``"large"`` (≥ 700: + medial and large cells).
 
     Raises:
-        ValueError: for a non-integer resolution or one below the minimum.
+        ValueError: for a non-integer resolution, one below the minimum, or an unknown mode.
     """
     resolution = check_resolution(resolution)
+    if check_multicell(multicell) == config.MULTICELL_OFF:
+        return SMALL
     if resolution >= config.MULTICELL.large_min_resolution:
         return LARGE
     if resolution >= config.MULTICELL.medium_min_resolution:
@@ -164,7 +177,14 @@ def _heads(features):
 # --------------------------------------------------------------------------------------------
 
 
-def build_m2cnn(resolution: int, variant: str = "m2cnn", weights=None) -> keras.Model:
+def model_name(resolution: int, variant: str, multicell: str = config.MULTICELL_AUTO) -> str:
+    """``m2cnn_{variant}_{resolution}``, or ``basenet_…`` with the Multi-Cell switch off."""
+    network = "basenet" if multicell == config.MULTICELL_OFF else "m2cnn"
+    return f"{network}_{variant}_{resolution}"
+
+
+def build_m2cnn(resolution: int, variant: str = "m2cnn", weights=None,
+                multicell: str = config.MULTICELL_AUTO) -> keras.Model:
     """Builds M²CNN for square inputs of side ``resolution``.
 
     Args:
@@ -178,20 +198,25 @@ def build_m2cnn(resolution: int, variant: str = "m2cnn", weights=None) -> keras.
             ``InceptionResNetV2(include_top=False)``). Only BaseNet is loaded; cells and heads
             start fresh. For the tiny variant the file's weights go in by unit name
             (``transfer.load_notop_units``).
+        multicell: ``config.MULTICELL_AUTO`` (the switch above) or ``config.MULTICELL_OFF``:
+            BaseNet and the heads at any resolution, pooling Table I's "before switch" map
+            (12×12 at 448, 21×21 at 720) — the paper's BaseNet baselines (Table II).
 
     Returns:
-        A functional Keras model named ``m2cnn_{variant}_{resolution}``: input ``image``
+        A functional Keras model named ``model_name(...)`` (``m2cnn_{variant}_{resolution}``,
+        ``basenet_…`` with the switch off): input ``image``
         (B, r, r, 3) holding Eq. 1-normalised pixels in 0–255 (uint8 or float; the model rescales
         to [-1, 1] itself), outputs ``{"logits": (B, 5), "score": (B,)}``. Nested models
         "basenet", "medial_cells", "large_cells" (as the path needs) and layers "head_logits",
         "head_score" are the named blocks (see ``model_blocks``).
 
     Raises:
-        ValueError: bad resolution (non-integer or < 75), unknown variant, a weights path that
-            does not exist, or a Keras configured for channels-first images.
+        ValueError: bad resolution (non-integer or < 75), unknown variant or multicell mode, a
+            weights path that does not exist, or a Keras configured for channels-first images.
     """
     resolution = check_resolution(resolution)
     repeats = check_variant(variant)
+    path = multicell_path(resolution, multicell)
     weights = _check_weights_argument(weights)
     if keras.backend.image_data_format() != "channels_last":
         raise ValueError(
@@ -204,9 +229,10 @@ def build_m2cnn(resolution: int, variant: str = "m2cnn", weights=None) -> keras.
     x = keras.layers.Rescaling(scale=1.0 / 127.5, offset=-1.0, name="rescale")(inputs)
     x = _build_basenet(resolution, variant, weights)(x)
     cell_repeats = {MEDIAL_CELLS: repeats.medial_block8, LARGE_CELLS: repeats.large_block8}
-    for block in CELLS_ON_PATH[multicell_path(resolution)]:
+    for block in CELLS_ON_PATH[path]:
         x = _build_cell_group(block, x.shape[1:], cell_repeats[block])(x)
-    model = keras.Model(inputs, dict(zip(OUTPUTS, _heads(x))), name=f"m2cnn_{variant}_{resolution}")
+    model = keras.Model(inputs, dict(zip(OUTPUTS, _heads(x))),
+                        name=model_name(resolution, variant, multicell))
     momentum = config.BATCH_NORM_MOMENTUM[variant]
     for layer in all_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization):

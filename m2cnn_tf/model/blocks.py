@@ -92,3 +92,18 @@ def block_variables(model: keras.Model) -> dict[str, list]:
         block: [w for layer in layers for w in layer.weights]
         for block, layers in model_blocks(model).items()
     }
+
+
+def path_of(model: keras.Model) -> str:
+    """The Multi-Cell path a built model takes, read from the cell groups it has (so a model
+    built with the switch off is "small" at any resolution).
+
+    Args:
+        model: a model built by ``build_m2cnn``.
+
+    Returns:
+        "small", "medium" or "large" (a key of ``CELLS_ON_PATH``).
+    """
+    blocks = model_blocks(model)
+    cells = tuple(b for b in (MEDIAL_CELLS, LARGE_CELLS) if b in blocks)
+    return next(path for path, on_path in CELLS_ON_PATH.items() if on_path == cells)

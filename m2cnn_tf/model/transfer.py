@@ -111,17 +111,20 @@ def _pair_variables(source: list, target: list, what: str) -> list:
     return list(zip(source, target))
 
 
-def transfer_weights(source_model: keras.Model, target_model: keras.Model) -> TransferReport:
+def transfer_weights(source_model: keras.Model, target_model: keras.Model,
+                     new_blocks: Iterable[str] = ()) -> TransferReport:
     """Initialises a model from one trained at a lower resolution (paper II-C staging).
 
     Every block the two models share (BaseNet, heads, and medial cells when both have them) is
-    copied bit-exactly; blocks only the target has (the cells new at its resolution) keep their
-    initial values. Everything is checked before anything is assigned, so on error the target
-    is unchanged.
+    copied bit-exactly, but those named in ``new_blocks``; blocks only the target has (the cells
+    new at its resolution) and those keep their initial values. Everything is checked before
+    anything is assigned, so on error the target is unchanged.
 
     Args:
         source_model: a ``build_m2cnn`` model, e.g. trained at 224.
         target_model: a ``build_m2cnn`` model of the same variant, e.g. at 448.
+        new_blocks: shared blocks to leave as initialised and report as new (e.g. "heads", to
+            train fresh heads on the new cells' features).
 
     Returns:
         A ``TransferReport`` listing restored and new target variables by block.
@@ -132,9 +135,10 @@ def transfer_weights(source_model: keras.Model, target_model: keras.Model) -> Tr
     """
     source_blocks = block_variables(source_model)
     target_blocks = block_variables(target_model)
+    new_blocks = set(new_blocks)
     pairs, restored, new = [], {}, {}
     for block, target_vars in target_blocks.items():
-        if block not in source_blocks:
+        if block not in source_blocks or block in new_blocks:
             new[block] = tuple(v.path for v in target_vars)
             continue
         pairs += _pair_variables(source_blocks[block], target_vars, what=f"block {block!r}")

@@ -4,8 +4,11 @@ Every public DR code base preprocesses offline and ships bare weights, so servin
 training. This export carries the preprocessing inside the graph (``preprocess.graph``, the
 TensorFlow twin of ``fundus.load_normalized``): a camera JPEG goes in, a grade comes out. The
 signatures, their inputs and outputs are the contract in ``serving.signatures``; this module
-writes them: ``assets.extra/m2cnn_metadata.json`` records resolution, variant, thresholds,
-preprocessing constants, training-data checksum, validation kappa and package version. A new
+writes them: ``assets.extra/m2cnn_metadata.json`` records resolution, variant, Multi-Cell switch,
+the head ``grade`` reads (``prediction``: the score, cut by the thresholds; or, for a run trained
+with cross-entropy only, the argmax of the probabilities — its score head is untrained),
+thresholds, preprocessing constants, training-data checksum, validation kappa and package
+version. A new
 export takes the version one above the highest present and never overwrites one.
 """
 
@@ -19,15 +22,22 @@ import keras
 import tensorflow as tf
 
 from m2cnn_tf import __version__, explain, fusion
-from m2cnn_tf.config import PREPROCESS
+from m2cnn_tf.config import MULTICELL_AUTO, PREDICT_BY_SCORE, PREPROCESS
 from m2cnn_tf.grading import thresholds
 from m2cnn_tf.preprocess import graph as graph_preprocess
 from m2cnn_tf.serving.signatures import (BYTES_INPUT, EXPLAIN_SIGNATURE, METADATA_DIR,
                                          METADATA_FILE, NORMALIZED_INPUT, NORMALIZED_SIGNATURE,
                                          OUTPUTS, PATIENT_INPUTS, PATIENT_SIGNATURE,
-                                         SERVING_SIGNATURE, existing_versions, model_outputs)
+                                         SERVING_SIGNATURE, existing_versions, model_outputs,
+                                         prediction_of)
 from m2cnn_tf.train import checkpoints
 from m2cnn_tf.util import atomic
+
+
+# What the metadata says the ``grade`` output is.
+GRADE_BY_SCORE = "the score cut by the thresholds"
+GRADE_BY_PROBABILITIES = ("the argmax of the probabilities (the run was trained with "
+                          "cross-entropy only: its score head is untrained)")
 
 
 class ExportError(RuntimeError):
@@ -79,18 +89,19 @@ def add_patient_endpoint(archive: keras.export.ExportArchive, model: keras.Model
 
 
 def build_archive(model: keras.Model, resolution: int, cuts: Sequence[float],
-                  fusion_head=None) -> keras.export.ExportArchive:
-    """An ExportArchive with both signatures around ``model``."""
+                  fusion_head=None, prediction: str = PREDICT_BY_SCORE
+                  ) -> keras.export.ExportArchive:
+    """An ExportArchive with both signatures around ``model``, grading by ``prediction``."""
     cuts_tensor = tf.constant(thresholds.check_thresholds(cuts), tf.float32)
     archive = keras.export.ExportArchive()
     archive.track(model)
 
     def predict_normalized(images):
-        return model_outputs(model, images, cuts_tensor)
+        return model_outputs(model, images, cuts_tensor, prediction=prediction)
 
     def serve_bytes(image_bytes):
         images, found = graph_preprocess.preprocess_batch(image_bytes, resolution)
-        return model_outputs(model, images, cuts_tensor, found)
+        return model_outputs(model, images, cuts_tensor, found, prediction)
 
     archive.add_endpoint(NORMALIZED_SIGNATURE, predict_normalized, input_signature=[
         tf.TensorSpec([None, resolution, resolution, 3], tf.uint8, name=NORMALIZED_INPUT)])
@@ -158,9 +169,13 @@ def export_metadata(info: Dict, cuts: Sequence[float], cuts_source: str,
                   EXPLAIN_SIGNATURE: NORMALIZED_INPUT}
     if isinstance(fusion_info, dict):
         signatures[PATIENT_SIGNATURE] = list(PATIENT_INPUTS)
+    prediction = prediction_of(info)
     return {
         "resolution": int(info["resolution"]),
         "variant": info["variant"],
+        "multicell": info.get("multicell", MULTICELL_AUTO),
+        "prediction": prediction,
+        "grade": (GRADE_BY_SCORE if prediction == PREDICT_BY_SCORE else GRADE_BY_PROBABILITIES),
         "thresholds": list(cuts),
         "thresholds_source": (f"fitted on {checkpoints.read_json(cuts_source)['fitted_on']}"
                               if cuts_source != "rounding" else "rounding"),
@@ -168,6 +183,7 @@ def export_metadata(info: Dict, cuts: Sequence[float], cuts_source: str,
         "training_data_checksum": info.get("data_checksum"),
         "validation_kappa_score": validation.get("kappa_score"),
         "validation_kappa_argmax": validation.get("kappa_argmax"),
+        "selected_by": info.get("selected_by", "kappa_score"),
         "checkpoint": os.path.basename(info["checkpoint"]),
         "step": info["step"],
         "package_version": __version__,
@@ -214,6 +230,6 @@ def export_saved_model(model_dir: str, export_dir: str, version: Optional[int] =
     cuts, cuts_source = thresholds.load_thresholds(model_dir)
     fusion_head, fusion_info = _fusion_head(model_dir, model)
     metadata = export_metadata(info, cuts, cuts_source, fusion_info)
-    write_export(build_archive(model, int(info["resolution"]), cuts, fusion_head), metadata,
-                 target)
+    write_export(build_archive(model, int(info["resolution"]), cuts, fusion_head,
+                               metadata["prediction"]), metadata, target)
     return target

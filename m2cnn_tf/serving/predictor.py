@@ -124,6 +124,7 @@ class ExportPredictor(Predictor):
         self.path = signatures.resolve_export(path)
         self.loaded = tf.saved_model.load(self.path)
         self.metadata = signatures.read_metadata(self.path)
+        self.metadata["prediction"] = signatures.prediction_of(self.metadata)
         self.resolution = int(self.metadata["resolution"])
         self.description = f"export {self.path}"
         self._bytes = self.loaded.signatures[signatures.SERVING_SIGNATURE]
@@ -217,8 +218,10 @@ class ModelDirPredictor(Predictor):
         self.metadata = {**info, "thresholds": list(cuts), "thresholds_source": source}
         self.description = f"model_dir {model_dir} ({os.path.basename(info['checkpoint'])})"
         self._cuts = tf.constant(cuts, tf.float32)
+        prediction = signatures.prediction_of(info)
         self._predict = tf.function(
-            lambda images, found: signatures.model_outputs(self.model, images, self._cuts, found),
+            lambda images, found: signatures.model_outputs(self.model, images, self._cuts, found,
+                                                           prediction),
             reduce_retracing=True)
 
     def predict_normalized(self, images, found=None):

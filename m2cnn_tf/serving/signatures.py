@@ -11,8 +11,9 @@ Signatures:
   serving_default(image_bytes: string [None]) — raw JPEG/PNG files, preprocessed in the graph;
   predict_normalized(images: uint8 [None, r, r, 3]) — images already normalised at r.
 Both return ``probabilities`` [None, 5], ``score`` [None], ``grade`` [None] int32 (the score cut
-by the exported thresholds: ``grading.rule``), ``grade_from_probabilities`` [None] int32 and
-``fundus_found`` [None] bool. A photograph in which no fundus is found is not an error (one bad
+by the exported thresholds: ``grading.rule``; for a run trained with cross-entropy only, whose
+score head is untrained, the argmax of the probabilities — the metadata's ``prediction`` says
+which), ``grade_from_probabilities`` [None] int32 and ``fundus_found`` [None] bool. A photograph in which no fundus is found is not an error (one bad
 photograph must not fail a batch): its ``fundus_found`` is False, both grades are −1 and
 ``score`` and ``probabilities`` are NaN.
   explain_normalized(images: uint8 [None, r, r, 3]) — Grad-CAM maps of normalised images
@@ -32,7 +33,7 @@ import keras
 import tensorflow as tf
 
 from m2cnn_tf import model as m2cnn
-from m2cnn_tf.config import NUM_GRADES
+from m2cnn_tf.config import NUM_GRADES, PREDICT_BY_PROBABILITIES, PREDICT_BY_SCORE
 from m2cnn_tf.grading import rule
 from m2cnn_tf.train import checkpoints
 
@@ -71,9 +72,18 @@ METADATA_FILE = "m2cnn_metadata.json"
 NOT_GRADED = -1  # grade of a photograph without a fundus
 
 
+def prediction_of(metadata: Dict) -> str:
+    """The head a model is read by, from a run's info or an export's metadata: its
+    ``prediction``, or the score for models from before it was recorded."""
+    return metadata.get("prediction", PREDICT_BY_SCORE)
+
+
 def model_outputs(model: keras.Model, images: tf.Tensor, cuts: tf.Tensor,
-                  found: Optional[tf.Tensor] = None) -> Dict[str, tf.Tensor]:
-    """The serving outputs for a batch of normalised images (see the module docstring)."""
+                  found: Optional[tf.Tensor] = None,
+                  prediction: str = PREDICT_BY_SCORE) -> Dict[str, tf.Tensor]:
+    """The serving outputs for a batch of normalised images (see the module docstring);
+    ``grade`` is the score cut by ``cuts``, or with ``prediction=PREDICT_BY_PROBABILITIES`` the
+    argmax of the probabilities."""
     def run():
         out = model(images, training=False)
         return tf.cast(out["logits"], tf.float32), tf.cast(out["score"], tf.float32)
@@ -83,6 +93,8 @@ def model_outputs(model: keras.Model, images: tf.Tensor, cuts: tf.Tensor,
     probabilities = tf.nn.softmax(logits, axis=-1)
     grade = rule.apply_thresholds_tf(score, cuts)
     from_probabilities = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+    if prediction == PREDICT_BY_PROBABILITIES:
+        grade = from_probabilities
     if found is None:
         found = tf.ones_like(grade, dtype=tf.bool)
     nan = tf.constant(float("nan"), tf.float32)

@@ -16,8 +16,9 @@ views, so the averaged output does not change: rotating the photograph by 90° l
 refused.
 
 Averaged: ``score`` and ``probabilities`` (over the views); ``grade`` is the averaged score cut
-by the model's thresholds (the same cuts and the same rule as the export, ``grading.rule``) and
-``grade_from_probabilities`` the argmax of the averaged probabilities. ``score_std`` is the
+by the model's thresholds (the same cuts and the same rule as the export, ``grading.rule``) —
+for a model read by its probabilities (cross-entropy only) the argmax of the averaged
+probabilities, as its own ``grade`` is — and ``grade_from_probabilities`` that argmax. ``score_std`` is the
 standard deviation of the score over the views: how much the model's answer depends on the
 orientation, a cheap uncertainty.
 """
@@ -29,8 +30,10 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from m2cnn_tf.config import PREDICT_BY_PROBABILITIES, PREDICT_BY_SCORE
 from m2cnn_tf.grading import rule
 from m2cnn_tf.serving import predictor as predictors
+from m2cnn_tf.serving import signatures
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,13 +81,15 @@ def apply_view(images: np.ndarray, view: View) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(images, view.quarter_turns, axes=(1, 2)))
 
 
-def combine(view_outputs: List[Dict[str, np.ndarray]], cuts: Sequence[float]
-            ) -> Dict[str, np.ndarray]:
+def combine(view_outputs: List[Dict[str, np.ndarray]], cuts: Sequence[float],
+            prediction: str = PREDICT_BY_SCORE) -> Dict[str, np.ndarray]:
     """One output from the outputs of every view (see the module docstring).
 
     Args:
       view_outputs: serving outputs of each view, for the same batch in the same order.
       cuts: the model's score thresholds.
+      prediction: what ``grade`` reads, as the model's own ``grade`` does
+        (``signatures.prediction_of``): the averaged score, or the averaged probabilities.
 
     Returns:
       ``probabilities``, ``score``, ``grade``, ``grade_from_probabilities``, ``fundus_found`` and
@@ -106,7 +111,8 @@ def combine(view_outputs: List[Dict[str, np.ndarray]], cuts: Sequence[float]
     outputs = {
         "probabilities": mean_probabilities,
         "score": score,
-        "grade": rule.apply_thresholds(score, cuts),
+        "grade": (from_probabilities.astype(np.int32) if prediction == PREDICT_BY_PROBABILITIES
+                  else rule.apply_thresholds(score, cuts)),
         "grade_from_probabilities": from_probabilities.astype(np.int32),
         "fundus_found": found,
         STD_OUTPUT: scores.std(axis=0).astype(np.float32),
@@ -130,6 +136,7 @@ class TTAPredictor(predictors.Predictor):
         self.metadata = {**base.metadata, "tta_views": [v.name for v in self.views]}
         self.description = f"{base.description}, TTA ×{self.num_views}"
         self.cuts = tuple(base.metadata["thresholds"])
+        self.prediction = signatures.prediction_of(base.metadata)
 
     def view_outputs(self, images, found=None) -> List[Dict[str, np.ndarray]]:
         """The wrapped predictor's outputs for each view, in ``self.views`` order."""
@@ -137,7 +144,7 @@ class TTAPredictor(predictors.Predictor):
                 for view in self.views]
 
     def predict_normalized(self, images, found=None):
-        return combine(self.view_outputs(images, found), self.cuts)
+        return combine(self.view_outputs(images, found), self.cuts, self.prediction)
 
     def normalized_files(self, paths, batch_size=8):
         return self.base.normalized_files(paths, batch_size)

@@ -7,12 +7,14 @@ Layout of a model directory (``--model_dir``)::
     metrics.jsonl        one JSON object a line: kind "train" | "eval" | "final" | "error"
     checkpoint           tf.train.CheckpointManager's index of the rolling checkpoints
     ckpt-<step>.*        rolling checkpoints: model, both optimisers (in one), step
-    best/ckpt-<step>.*   the checkpoint of the best validation kappa (score): model and step
-    best/best.json       its step and validation metrics
+    best/ckpt-<step>.*   the checkpoint of the best validation kappa (of the score, or of the
+                         probabilities for a CE-only run: config.json's "selected_by"): model, step
+    best/best.json       its step, validation metrics and the metric it was selected by
     train/, validation/  TensorBoard event files
     .lock                held while a training process writes here
 
-``load_trained_model`` rebuilds the network from config.json and restores best or latest.
+``load_trained_model`` rebuilds the network from config.json (``build_run_model``: variant,
+resolution and Multi-Cell switch) and restores best or latest.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Dict, Optional, Tuple
 import keras
 import tensorflow as tf
 
+from m2cnn_tf import config
 from m2cnn_tf.util import atomic, faults
 from m2cnn_tf import model as m2cnn
 
@@ -127,6 +130,13 @@ def read_run_config(model_dir: str) -> Dict:
     return read_json(path)
 
 
+def build_run_model(run_config: Dict) -> keras.Model:
+    """A fresh network of the kind a run trained, from its config.json contents: its resolution,
+    variant and Multi-Cell switch ("auto" for runs from before the switch could be turned off)."""
+    return m2cnn.build_m2cnn(int(run_config["resolution"]), run_config["variant"],
+                             multicell=run_config.get("multicell", config.MULTICELL_AUTO))
+
+
 def restore_model(model: keras.Model, path: str) -> None:
     """Restores the model part of a checkpoint and checks that every model variable matched.
 
@@ -223,9 +233,10 @@ def load_trained_model(model_dir: str, checkpoint: str = BEST) -> Tuple[keras.Mo
 
     Returns:
         ``(model, info)``: the Keras model (built under the current dtype policy), and the run's
-        config.json contents plus ``"checkpoint"`` (the prefix restored), ``"step"`` and
+        config.json contents plus ``"checkpoint"`` (the prefix restored), ``"step"``,
         ``"validation"`` (that checkpoint's validation metrics, with ``kappa_score``, or None
-        when it was not evaluated).
+        when it was not evaluated) and ``"prediction"`` (the head the run is read by:
+        ``config.PREDICT_BY_SCORE``, or ``PREDICT_BY_PROBABILITIES`` for a CE-only run).
 
     Raises:
         FileNotFoundError: no config.json, or no checkpoint of that kind (naming what exists).
@@ -240,7 +251,7 @@ def load_trained_model(model_dir: str, checkpoint: str = BEST) -> Tuple[keras.Mo
         where = os.path.join(model_dir, BEST_DIR) if checkpoint == BEST else model_dir
         raise FileNotFoundError(f"{model_dir} has no {checkpoint} checkpoint ({where} holds: "
                                 f"{_contents(where)})")
-    model = m2cnn.build_m2cnn(int(info["resolution"]), info["variant"])
+    model = build_run_model(info)
     restore_model(model, path)
     step = checkpoint_step(path)
     validation = None
@@ -252,7 +263,8 @@ def load_trained_model(model_dir: str, checkpoint: str = BEST) -> Tuple[keras.Mo
 
         evals = [r for r in summaries.read_metrics(model_dir, "eval") if r.get("step") == step]
         validation = evals[-1]["metrics"] if evals else None
-    return model, {**info, "checkpoint": path, "step": step, "validation": validation}
+    return model, {**info, "checkpoint": path, "step": step, "validation": validation,
+                   "prediction": info.get("prediction", config.PREDICT_BY_SCORE)}
 
 
 def read_best_record(model_dir: str, repair: bool = False) -> Optional[Dict]:
@@ -305,11 +317,14 @@ class CheckpointKeeper:
         keep: how many rolling checkpoints to keep.
         chief: whether this process is the chief.
         task_id: this worker's index (names the scratch folder of a non-chief worker).
+        selected_by: the validation metric a better checkpoint must beat to become the best
+            ("kappa_score" or "kappa_argmax"); written into best.json.
     """
 
     def __init__(self, model_dir: str, model, optimizer, step: tf.Variable, keep: int,
-                 chief: bool = True, task_id: int = 0):
+                 chief: bool = True, task_id: int = 0, selected_by: str = "kappa_score"):
         self.model_dir = model_dir
+        self.selected_by = selected_by
         self.chief = chief
         self.step = step
         self._root = model_dir if chief else os.path.join(model_dir, f".worker_{task_id}")
@@ -364,7 +379,7 @@ class CheckpointKeeper:
             try:
                 write_json(os.path.join(self.model_dir, BEST_DIR, BEST_JSON),
                            {"step": step, "checkpoint": os.path.basename(path),
-                            "metrics": metrics})
+                            "selected_by": self.selected_by, "metrics": metrics})
             except OSError as e:
                 raise CheckpointWriteError(
                     f"writing {os.path.join(self.model_dir, BEST_DIR, BEST_JSON)} failed: "

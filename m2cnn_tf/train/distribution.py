@@ -1,4 +1,5 @@
-"""Where the training runs: tf.distribute strategies, mixed precision, logical CPU devices.
+"""Where the training runs: tf.distribute strategies, mixed precision, logical CPU devices, op
+determinism.
 
 One code path for every setup: ``--strategy=default`` (one device), ``mirrored`` (all GPUs of one
 host, or logical CPU devices for tests), ``multiworker`` (several hosts, or several processes on one,
@@ -13,6 +14,9 @@ import os
 
 import keras
 import tensorflow as tf
+# TensorFlow exports enable_op_determinism only; switching it back off (and asking whether it is
+# on) lives next to it in the framework's config module.
+from tensorflow.python.framework import config as tf_framework_config
 
 from m2cnn_tf import model as m2cnn
 
@@ -127,6 +131,50 @@ def precision_policy(mixed_precision: str):
         yield PRECISION_POLICIES[mixed_precision]
     finally:
         keras.config.set_dtype_policy(previous)
+
+
+def run_ops_one_at_a_time() -> None:
+    """TensorFlow runs one op at a time (inter-op parallelism 1); each op still uses every core.
+
+    Op determinism alone does not make a CPU run repeatable: ops running side by side change how
+    a kernel splits its work between threads, and with it the rounding of its sums (measured
+    here, TF 2.21 on 2 cores: the tiny network's weights after 3 steps differed in 1 to 3 of 4
+    repetitions; with one op at a time, 0 of 6). Must run before TensorFlow starts its runtime
+    (the first op), as train.py does.
+
+    Raises:
+        RuntimeError: TensorFlow has started already with another setting.
+    """
+    if tf.config.threading.get_inter_op_parallelism_threads() == 1:
+        return
+    try:
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        raise RuntimeError(
+            "--deterministic runs TensorFlow one op at a time, which must be set before "
+            "TensorFlow starts, and this process has started it already; run the training in a "
+            "fresh process (python train.py --deterministic …)") from None
+
+
+@contextlib.contextmanager
+def op_determinism(enabled: bool):
+    """TensorFlow's op determinism (``tf.config.experimental.enable_op_determinism``) while the
+    block runs, when ``enabled``; restored to its previous state afterwards.
+
+    The switch is process-wide and, while on, makes every unseeded TensorFlow random op raise,
+    so a process that trains more than once (tests, a notebook) must not keep it.
+
+    Args:
+        enabled: turn it on (``--deterministic``); False leaves everything as it is.
+    """
+    was_enabled = tf_framework_config.is_op_determinism_enabled()
+    if enabled and not was_enabled:
+        tf.config.experimental.enable_op_determinism()
+    try:
+        yield
+    finally:
+        if enabled and not was_enabled:
+            tf_framework_config.disable_op_determinism()
 
 
 def synchronize_batch_norm(model: keras.Model) -> int:

@@ -13,7 +13,14 @@
 4. ``train_step`` / ``eval_step`` under ``tf.function`` and ``strategy.run``; the loss terms of
    ``losses.multitask_loss`` are logged apart; evaluation every ``eval_every_steps`` computes
    kappa (score and argmax), accuracy, MSE and confusion matrices once from accumulated counts.
-5. Rolling checkpoints, the best one by score kappa in ``best/``, metrics.jsonl, TensorBoard.
+5. Rolling checkpoints, the best one in ``best/`` — by the kappa of the head the run's loss
+   trains (``config.prediction_head``: the score's, or the probabilities' for a cross-entropy-only
+   run; ``selection_metric``) —, metrics.jsonl, TensorBoard.
+
+``--deterministic`` runs TensorFlow one op at a time with its op determinism on, and keeps the
+training data in a fixed order, each image with the same augmentation seed every time
+(``make_datasets``), so the same command on the same machine gives bit-identical weights and
+metrics.
 
 No training state lives at module level: everything is built per call and released at the end.
 """
@@ -43,9 +50,12 @@ from m2cnn_tf.data import builder
 from m2cnn_tf import model as m2cnn
 
 # A resumed or repeated run must agree with the first on these, or it would silently continue
-# a different experiment; other settings (train_steps, eval_every_steps, …) may change.
-IDENTITY_FIELDS = ("variant", "resolution", "init", "data_checksum", "mixed_precision",
-                   "optimizer")
+# a different experiment; other settings (train_steps, eval_every_steps, …) may change. The
+# value of each for a config.json written before it was recorded (every run then had it):
+IDENTITY_FIELDS = {"variant": None, "resolution": None, "init": None, "data_checksum": None,
+                   "mixed_precision": None, "optimizer": None,
+                   "multicell": config.MULTICELL_AUTO, "heads": config.HEADS_RESTORE,
+                   "lr_schedule": config.LR_CONSTANT}
 # The train step's per-batch statistics kept for the training kappa (the rest are eval-only).
 _TRAIN_STATISTICS = ("confusion_score", "count")
 
@@ -121,9 +131,12 @@ def check_config(train_config: config.TrainConfig) -> None:
     if c.variant not in config.VARIANTS:
         problems.append(f"--variant={c.variant!r} is not one of {sorted(config.VARIANTS)}")
     try:
-        m2cnn.multicell_path(c.resolution)
+        m2cnn.multicell_path(c.resolution, c.multicell)
     except ValueError as e:
-        problems.append(f"--resolution: {e}")
+        problems.append(f"--resolution/--multicell: {e}")
+    for name, allowed in (("heads", config.HEADS_MODES), ("lr_schedule", config.LR_SCHEDULES)):
+        if getattr(c, name) not in allowed:
+            problems.append(f"--{name}={getattr(c, name)!r} is not one of {', '.join(allowed)}")
     if c.strategy not in distribution.STRATEGIES:
         problems.append(f"--strategy={c.strategy!r} is not one of {distribution.STRATEGIES}")
     if c.mixed_precision not in distribution.PRECISION_POLICIES:
@@ -135,14 +148,35 @@ def check_config(train_config: config.TrainConfig) -> None:
             problems.append(f"--{name} must be ≥ 1, got {getattr(c, name)}")
     if c.train_steps < 0:
         problems.append(f"--train_steps must be ≥ 0, got {c.train_steps}")
-    if len(c.loss_weights) != 2 or any(w < 0 for w in c.loss_weights):
-        problems.append(f"--loss_weights must be two non-negative numbers (CE, MSE), got "
-                        f"{c.loss_weights}")
-    for name in ("lr_finetune", "lr_new", "weight_decay"):
+    if (len(c.loss_weights) != 2 or any(w < 0 for w in c.loss_weights)
+            or not any(c.loss_weights)):
+        problems.append(f"--loss_weights must be two non-negative numbers (CE, MSE), not both 0, "
+                        f"got {c.loss_weights}")
+    for name in ("lr_finetune", "lr_new", "weight_decay", "warmup_steps"):
         if getattr(c, name) < 0:
             problems.append(f"--{name} must be ≥ 0, got {getattr(c, name)}")
+    problems += _schedule_problems(c)
     if problems:
         raise TrainingError("; ".join(problems))
+
+
+def _schedule_problems(c: config.TrainConfig) -> list:
+    fractions = c.lr_step_fractions
+    if c.lr_schedule == config.LR_STEP and (
+            any(not 0 < f < 1 for f in fractions) or list(fractions) != sorted(fractions)):
+        return [f"--lr_step_fractions must be ascending numbers between 0 and 1, got "
+                f"{','.join(map(str, fractions))}"]
+    if c.lr_schedule == config.LR_STEP and c.lr_step_factor <= 0:
+        return [f"--lr_step_factor must be > 0, got {c.lr_step_factor}"]
+    return []
+
+
+def selection_metric(train_config: config.TrainConfig) -> str:
+    """The validation metric that picks a run's best checkpoint: "kappa_score", or
+    "kappa_argmax" (the probabilities') for a run whose loss trains no score (CE only)."""
+    how = (metrics.ARGMAX if train_config.prediction == config.PREDICT_BY_PROBABILITIES
+           else metrics.SCORE)
+    return f"kappa_{how}"
 
 
 def check_inputs(train_config: config.TrainConfig) -> Dict:
@@ -192,16 +226,20 @@ def report_for_blocks(model: keras.Model, source: str, restored_blocks) -> m2cnn
         new={b: tuple(v.path for v in vs) for b, vs in blocks.items() if b not in restored_blocks})
 
 
-def initialize_weights(model: keras.Model, init: checkpoints.InitSource) -> m2cnn.TransferReport:
+def initialize_weights(model: keras.Model, init: checkpoints.InitSource,
+                       heads: str = config.HEADS_RESTORE) -> m2cnn.TransferReport:
     """Gives ``model`` its starting weights from ``--init``; returns what was restored.
 
     ImageNet and weight files were already loaded into BaseNet by ``build_m2cnn(weights=…)``;
-    an earlier stage is rebuilt at its own resolution, its checkpoint restored (every variable
-    must match) and its blocks copied by ``model.transfer_weights``.
+    an earlier stage is rebuilt as it was trained (resolution, variant, Multi-Cell switch), its
+    checkpoint restored (every variable must match) and its blocks copied by
+    ``model.transfer_weights`` — but the heads with ``heads="new"``, which keep their initial
+    values and are reported new.
 
     Args:
         model: the freshly built model of this stage.
         init: the resolved ``--init``.
+        heads: ``config.HEADS_RESTORE`` or ``config.HEADS_NEW`` (``--heads``).
 
     Returns:
         The transfer report: restored blocks (fine-tune group) and new blocks.
@@ -210,9 +248,10 @@ def initialize_weights(model: keras.Model, init: checkpoints.InitSource) -> m2cn
         return report_for_blocks(model, "none", ())
     if init.kind in ("imagenet", "weights_file"):
         return report_for_blocks(model, init.path or init.kind, (m2cnn.BASENET,))
-    source = m2cnn.build_m2cnn(int(init.run_config["resolution"]), init.run_config["variant"])
+    source = checkpoints.build_run_model(init.run_config)
     checkpoints.restore_model(source, init.path)
-    report = m2cnn.transfer_weights(source, model)
+    report = m2cnn.transfer_weights(
+        source, model, new_blocks=(m2cnn.HEADS,) if heads == config.HEADS_NEW else ())
     del source
     return report
 
@@ -403,9 +442,12 @@ def make_datasets(strategy, train_config: config.TrainConfig, data: Dict, global
     """
     c = train_config
     workers = distribution.num_workers(strategy)
+    # deterministic: a fixed record order, so that the i-th record always meets the i-th
+    # augmentation seed (otherwise parallel parsing may reorder them between runs).
     train = input_pipeline.make_dataset(
         c.data_dir, c.train_split, c.resolution, global_batch_size, training=True,
-        seed=c.seed + start_step, class_balanced=c.class_balanced, augment=c.augment)
+        seed=c.seed + start_step, deterministic=c.deterministic,
+        class_balanced=c.class_balanced, augment=c.augment)
     evaluation = input_pipeline.make_dataset(
         c.data_dir, c.eval_split, c.resolution, global_batch_size, training=False)
     result = []
@@ -435,13 +477,21 @@ def run_config(train_config: config.TrainConfig, model_dir: str, data: Dict,
         strategy: the strategy (for the number of replicas).
 
     Returns:
-        A JSON-serialisable dict: variant, resolution, init, data checksum and split sizes,
-        precision, optimiser, strategy, replicas, every flag and the library versions.
+        A JSON-serialisable dict: variant, resolution, Multi-Cell switch, heads, init, data
+        checksum and split sizes, precision, optimiser and schedule, the head the run is
+        selected and evaluated by ("prediction", "selected_by"), determinism, strategy,
+        replicas, every flag and the library versions.
     """
     manifest = data["manifest"]
     return {
         "variant": train_config.variant,
         "resolution": train_config.resolution,
+        "multicell": train_config.multicell,
+        "heads": train_config.heads,
+        "prediction": train_config.prediction,
+        "selected_by": selection_metric(train_config),
+        "lr_schedule": optimizers.schedule_description(train_config),
+        "deterministic": train_config.deterministic,
         "model_dir": model_dir,
         "init": train_config.init,
         "init_source": init.describe(),
@@ -460,8 +510,8 @@ def run_config(train_config: config.TrainConfig, model_dir: str, data: Dict,
 
 def _check_same_run(previous: Dict, current: Dict, model_dir: str) -> list:
     """Raises if identity fields differ; returns the flags that changed (for a note)."""
-    different = [f"{k}: {previous.get(k)!r} then, {current.get(k)!r} now"
-                 for k in IDENTITY_FIELDS if previous.get(k) != current.get(k)]
+    different = [f"{k}: {previous.get(k, old)!r} then, {current.get(k)!r} now"
+                 for k, old in IDENTITY_FIELDS.items() if previous.get(k, old) != current.get(k)]
     if different:
         raise TrainingError(f"{model_dir} holds checkpoints of another run ({'; '.join(different)})"
                             "; give another --model_dir, or the original flags to resume it")
@@ -529,14 +579,15 @@ def _run_eval(step, eval_function, eval_data, reporter, keeper, best_record, log
     for how in metrics.PREDICTIONS:
         reporter.confusion(summaries.EVAL_LOGS, step, f"confusion_{how}", result[f"confusion_{how}"])
     reporter.flush()
-    improved = best_record is None or result["kappa_score"] > best_record["metrics"]["kappa_score"]
+    metric = keeper.selected_by
+    improved = best_record is None or result[metric] > best_record["metrics"][metric]
     if improved:
         keeper.save_best_checkpoint(step, result)
         best_record = {"step": step, "metrics": result}
     log(f"step {step}: validation kappa {result['kappa_score']:.4f} (score), "
         f"{result['kappa_argmax']:.4f} (argmax), accuracy {result['accuracy_score']:.3f}, "
         f"MSE {result['mse']:.3f} on {result['count']} images"
-        + (" — new best" if improved else f" (best {best_record['metrics']['kappa_score']:.4f} "
+        + (" — new best" if improved else f" (best {metric} {best_record['metrics'][metric]:.4f} "
                                            f"at step {best_record['step']})"))
     return result, best_record
 
@@ -555,8 +606,9 @@ def train_and_evaluate(train_config: config.TrainConfig, quiet: bool = False) ->
 
     Raises:
         TrainingError: bad flags, data or ``--init`` (before any work), a model directory
-            holding another run, or a checkpoint that could not be written (a full disk; the
-            message names it and the last complete checkpoint).
+            holding another run, a checkpoint that could not be written (a full disk; the
+            message names it and the last complete checkpoint), or ``--deterministic`` in a
+            process whose TensorFlow runtime had started already.
         NonFiniteLossError: the loss became NaN/inf; the message names the step.
         locking.LockedError: another process is training in the same model directory.
     """
@@ -566,6 +618,11 @@ def train_and_evaluate(train_config: config.TrainConfig, quiet: bool = False) ->
     model_dir = model_dir_of(c)
     if c.cpu_devices:
         distribution.configure_cpu_devices(c.cpu_devices)
+    if c.deterministic:
+        try:
+            distribution.run_ops_one_at_a_time()
+        except RuntimeError as e:
+            raise TrainingError(str(e)) from None
     strategy = distribution.make_strategy(c.strategy, c.tpu)
     chief = distribution.is_chief(strategy)
     task_type, task_id = distribution.task_of(strategy)
@@ -579,7 +636,8 @@ def train_and_evaluate(train_config: config.TrainConfig, quiet: bool = False) ->
     with locking.DirectoryLock(os.path.join(model_dir, lock_name), "training") as lock:
         if lock.stale_cleared:
             log(f"note: cleared a stale lock left by pid {lock.stale_cleared.get('pid')}")
-        with distribution.precision_policy(c.mixed_precision):
+        with distribution.precision_policy(c.mixed_precision), \
+                distribution.op_determinism(c.deterministic):
             try:
                 return _train_locked(c, data, init, model_dir, strategy, chief, task_id, log,
                                      quiet)
@@ -657,13 +715,14 @@ def _build_state(c, data, init, model_dir, strategy, chief, task_id, log) -> _Ru
 
     with strategy.scope():
         model = m2cnn.build_m2cnn(c.resolution, c.variant,
-                                  weights=None if resuming else _weights_argument(init))
+                                  weights=None if resuming else _weights_argument(init),
+                                  multicell=c.multicell)
         if c.sync_batch_norm and strategy.num_replicas_in_sync > 1:
             distribution.synchronize_batch_norm(model)
         if resuming:
             report = report_from_dict(checkpoints.read_json(report_path))
         else:
-            report = initialize_weights(model, init)
+            report = initialize_weights(model, init, c.heads)
         groups = learning_rate_groups(model, report)
         if not resuming:  # the report's own partition (by variable path) must agree
             restored, _ = report.partition(model.trainable_variables)
@@ -672,14 +731,17 @@ def _build_state(c, data, init, model_dir, strategy, chief, task_id, log) -> _Ru
                                               loss_scaling=c.mixed_precision == "float16")
     step_variable = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     keeper = checkpoints.CheckpointKeeper(model_dir, model, optimizer, step_variable,
-                                          c.keep_checkpoints, chief, task_id)
+                                          c.keep_checkpoints, chief, task_id,
+                                          selected_by=selection_metric(c))
     state = _RunState(model, optimizer, keeper, summaries.Reporter(model_dir, enabled=chief),
                       start_step=0, resumed=resuming)
     if resuming:
         state.start_step = keeper.restore_latest()
-        # Learning rates are optimiser variables, restored with it; the flags may have changed.
-        state.multi.optimizers[optimizers.FINETUNE].learning_rate.assign(c.lr_finetune)
-        state.multi.optimizers[optimizers.NEW].learning_rate.assign(c.lr_new)
+        if not optimizers.uses_schedule(c):
+            # Fixed rates are optimiser variables, restored with it; the flags may have changed.
+            # (A schedule is rebuilt from the flags; its position, the step counter, restored.)
+            state.multi.optimizers[optimizers.FINETUNE].learning_rate.assign(c.lr_finetune)
+            state.multi.optimizers[optimizers.NEW].learning_rate.assign(c.lr_new)
         log(f"resuming from step {state.start_step} ({checkpoints.latest_checkpoint(model_dir)})")
         return state
     if chief:
@@ -735,9 +797,12 @@ def _train_loop(c, data, state: _RunState, strategy, model_dir, log, quiet, best
                           "best_step": best_record["step"] if best_record else None,
                           "best_kappa_score": (best_record["metrics"]["kappa_score"]
                                                if best_record else None),
+                          "selected_by": state.keeper.selected_by,
+                          "best_kappa": (best_record["metrics"][state.keeper.selected_by]
+                                         if best_record else None),
                           "metrics": last_eval})
-    log(f"done: step {step}; best validation kappa "
-        + (f"{best_record['metrics']['kappa_score']:.4f} at step {best_record['step']} "
+    log(f"done: step {step}; best validation {state.keeper.selected_by} "
+        + (f"{best_record['metrics'][state.keeper.selected_by]:.4f} at step {best_record['step']} "
            f"({os.path.join(model_dir, checkpoints.BEST_DIR)})" if best_record else "n/a"))
     return {"step": step, "best": best_record, "last_eval": last_eval,
             "weights_sha256": weights_digest(state.model)}
