@@ -118,10 +118,10 @@ def one(spec: dict) -> dict:
 
 
 def plan(args) -> list:
-    """Every configuration to run, smallest images first."""
+    """Every configuration to run, in the order of --resolutions."""
     specs = []
     base = {"variant": args.variant, "batch_norm": "train", "accumulate": 1}
-    for resolution in sorted(int(r) for r in args.resolutions.split(",")):
+    for resolution in (int(r) for r in args.resolutions.split(",")):
         for precision in args.precisions.split(","):
             for recompute in args.recompute.split(","):
                 for batch in (1, 2):
