@@ -483,6 +483,37 @@ class TrainConfig:
         0, "Split the CPU into this many logical devices (to try --strategy=mirrored without "
         "GPUs; 0: leave it whole).")
 
+    # --- memory (README "GPU memory → flags"; model/forward.py, train/step.py) ---
+    # None of these changes a variable or a checkpoint: a run may resume or fine-tune with other
+    # values. Measured per-image training memory and step-time costs: BENCHMARKS.md.
+    # Off by default: it costs about one more forward pass per step (+≈ 30 % step time), and at
+    # 224 and 448 px the default batch fits a 24 GB card without it.
+    recompute: str = setting(
+        "none", "Recompute activations in the backward pass instead of keeping them: none; "
+        "cells: every Inception-ResNet cell (Block35/17/8, reductions); all: cells and the "
+        "stem's convolutions. Same gradients, less memory, more compute.",
+        choices=("none", "cells", "all"))
+    # 1: the paper's one batch per step. K > 1 keeps --batch_size as the batch of one optimiser
+    # step and computes it in K parts, so the memory is that of batch_size / K images.
+    accumulate_steps: int = setting(
+        1, "Split each step's batch into this many micro-batches, summing their gradients "
+        "before one optimiser step (per replica; --batch_size must be a multiple of replicas × "
+        "this). Batch norm in training mode sees each micro-batch alone.")
+    # "train" is Keras' and the paper's default and right where every device sees many images
+    # (224 px: 16 per GPU). "frozen" is the usual choice for fine-tuning on a few images per
+    # device — the 720 px stage on one 16–24 GB card, or any --accumulate_steps > 1 — where batch
+    # statistics are noise: the moving statistics learnt at the stage before are kept.
+    batch_norm: str = setting(
+        "train", "train: batch norm normalises with each batch's statistics and updates its "
+        "moving statistics; frozen: every batch-norm layer normalises with its moving "
+        "statistics and keeps them, while its offset (β) still trains.",
+        choices=("train", "frozen"))
+    # Empty: no profile. A few steps after the first (which traces the step) are representative.
+    profile_steps: tuple[int, ...] = setting(
+        (), "Write a TensorBoard profiler trace of steps A to B (--profile_steps=A,B, steps as "
+        "logged) under MODEL_DIR/train/plugins/profile; view it with TensorBoard and its "
+        "profile plugin (pip install tensorboard tensorboard-plugin-profile).")
+
     @property
     def prediction(self) -> str:
         """The head this run is selected and evaluated by (``prediction_head``)."""

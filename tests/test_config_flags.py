@@ -35,9 +35,10 @@ def test_every_field_with_help_text_is_a_flag_with_its_type_default_and_help():
     registry = _flags()
     helped = [f for f in dataclasses.fields(TrainConfig) if config.FLAG_HELP in f.metadata]
     assert {f.name for f in helped} == set(registry)
-    # the flags train.py declared by hand (but --quiet), and issue 16's multicell, heads,
-    # lr_schedule, warmup_steps, lr_step_fractions, lr_step_factor, deterministic
-    assert len(helped) == 25 + 7
+    # the flags train.py declared by hand (but --quiet), issue 16's multicell, heads,
+    # lr_schedule, warmup_steps, lr_step_fractions, lr_step_factor, deterministic, and issue
+    # 17's recompute, accumulate_steps, batch_norm, profile_steps
+    assert len(helped) == 25 + 7 + 4
     for field in helped:
         flag = registry[field.name]
         assert flag.help.endswith(field.metadata[config.FLAG_HELP])  # enums prefix <a|b>:

@@ -6,6 +6,7 @@
     accounting    parameter arithmetic, feature-map sizes, MACs/FLOPs, the printed summary
     architecture  the Multi-Cell switch and build_m2cnn: BaseNet, the cells on the path, heads
     inference     running the network on a batch that may be empty
+    forward       how a train step calls it: recomputed segments, frozen batch norm
 """
 
 from m2cnn_tf import config  # noqa: F401  (callers read m2cnn.config.MODEL)
@@ -40,11 +41,20 @@ from m2cnn_tf.model.blocks import (  # noqa: F401
     MEDIAL_CELLS,
     MEDIUM,
     OUTPUTS,
+    POOLING,
+    RESCALE,
     SMALL,
     all_layers,
     block_variables,
     model_blocks,
     path_of,
+)
+from m2cnn_tf.model.forward import (  # noqa: F401
+    BATCH_NORMS,
+    RECOMPUTE,
+    Segment,
+    body_segments,
+    training_forward,
 )
 from m2cnn_tf.model.inference import unless_empty  # noqa: F401
 from m2cnn_tf.model.irv2 import (  # noqa: F401

@@ -25,6 +25,10 @@ CELLS_ON_PATH = {SMALL: (), MEDIUM: (MEDIAL_CELLS,), LARGE: (MEDIAL_CELLS, LARGE
 # Layers of the heads block, and the names of the model's outputs.
 HEAD_LAYERS = ("head_logits", "head_score")
 OUTPUTS = ("logits", "score")
+# The unnamed-block layers around the blocks: the input's rescaling to [-1, 1] before BaseNet,
+# and the global pooling whose input is the last cell group's output (the heads read its output).
+RESCALE = "rescale"
+POOLING = "avg_pool"
 
 
 # --------------------------------------------------------------------------------------------

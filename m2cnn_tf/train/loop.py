@@ -10,12 +10,16 @@
    ``--init`` (``initialize_weights``): an earlier stage's checkpoint is restored into a model of
    that stage and transferred block by block (``model.transfer_weights``); the transfer report
    splits the trainable variables into the fine-tune group (LR1) and the new group (LR2).
-4. ``train_step`` / ``eval_step`` under ``tf.function`` and ``strategy.run``; the loss terms of
-   ``losses.multitask_loss`` are logged apart; evaluation every ``eval_every_steps`` computes
-   kappa (score and argmax), accuracy, MSE and confusion matrices once from accumulated counts.
+4. ``step.make_train_function`` (recompute, frozen batch norm, gradient accumulation, float16
+   across replicas) and ``eval_step`` under ``tf.function`` and ``strategy.run``; the loss terms
+   of ``losses.multitask_loss`` and the training counts add up on the device and are read only at
+   log, checkpoint and evaluation steps (so a non-finite loss is noticed at the next of those,
+   and named by the step it happened at); evaluation every ``eval_every_steps`` computes kappa
+   (score and argmax), accuracy, MSE and confusion matrices once from accumulated counts.
 5. Rolling checkpoints, the best one in ``best/`` — by the kappa of the head the run's loss
    trains (``config.prediction_head``: the score's, or the probabilities' for a cross-entropy-only
-   run; ``selection_metric``) —, metrics.jsonl, TensorBoard.
+   run; ``selection_metric``) —, metrics.jsonl, TensorBoard, and a profiler trace of
+   ``--profile_steps``.
 
 ``--deterministic`` runs TensorFlow one op at a time with its op determinism on, and keeps the
 training data in a fixed order, each image with the same augmentation seed every time
@@ -27,10 +31,10 @@ No training state lives at module level: everything is built per call and releas
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import sys
 import time
@@ -46,6 +50,8 @@ from m2cnn_tf.util import locking, progress
 from m2cnn_tf.data import input_pipeline
 from m2cnn_tf.grading import agreement, metrics
 from m2cnn_tf.train import checkpoints, distribution, losses, optimizers, summaries
+from m2cnn_tf.train.step import TrainWindow, make_train_function, train_step  # noqa: F401
+from m2cnn_tf.train.step import sum_over_replicas as _sum_over_replicas
 from m2cnn_tf.data import builder
 from m2cnn_tf import model as m2cnn
 
@@ -56,8 +62,6 @@ IDENTITY_FIELDS = {"variant": None, "resolution": None, "init": None, "data_chec
                    "mixed_precision": None, "optimizer": None,
                    "multicell": config.MULTICELL_AUTO, "heads": config.HEADS_RESTORE,
                    "lr_schedule": config.LR_CONSTANT}
-# The train step's per-batch statistics kept for the training kappa (the rest are eval-only).
-_TRAIN_STATISTICS = ("confusion_score", "count")
 
 
 class TrainingError(ValueError):
@@ -143,7 +147,7 @@ def check_config(train_config: config.TrainConfig) -> None:
         problems.append(f"--mixed_precision={c.mixed_precision!r} is not one of "
                         f"{tuple(distribution.PRECISION_POLICIES)}")
     for name in ("batch_size", "eval_every_steps", "checkpoint_every_steps", "log_every_steps",
-                 "keep_checkpoints"):
+                 "keep_checkpoints", "accumulate_steps"):
         if getattr(c, name) < 1:
             problems.append(f"--{name} must be ≥ 1, got {getattr(c, name)}")
     if c.train_steps < 0:
@@ -156,6 +160,7 @@ def check_config(train_config: config.TrainConfig) -> None:
         if getattr(c, name) < 0:
             problems.append(f"--{name} must be ≥ 0, got {getattr(c, name)}")
     problems += _schedule_problems(c)
+    problems += _memory_problems(c)
     if problems:
         raise TrainingError("; ".join(problems))
 
@@ -177,6 +182,22 @@ def selection_metric(train_config: config.TrainConfig) -> str:
     how = (metrics.ARGMAX if train_config.prediction == config.PREDICT_BY_PROBABILITIES
            else metrics.SCORE)
     return f"kappa_{how}"
+
+
+def _memory_problems(c: config.TrainConfig) -> list:
+    """What is wrong with --recompute, --batch_norm, --accumulate_steps and --profile_steps."""
+    problems = []
+    for name, allowed in (("recompute", m2cnn.RECOMPUTE), ("batch_norm", m2cnn.BATCH_NORMS)):
+        if getattr(c, name) not in allowed:
+            problems.append(f"--{name}={getattr(c, name)!r} is not one of {allowed}")
+    if c.accumulate_steps >= 1 and c.batch_size % c.accumulate_steps:
+        problems.append(f"--batch_size={c.batch_size} must be a multiple of --accumulate_steps="
+                        f"{c.accumulate_steps} (the images of one step are split evenly)")
+    steps = tuple(c.profile_steps)
+    if steps and (len(steps) != 2 or not 1 <= steps[0] <= steps[1]):
+        problems.append(f"--profile_steps must be two steps A,B with 1 ≤ A ≤ B (e.g. 5,8), got "
+                        f"{','.join(map(str, steps))}")
+    return problems
 
 
 def check_inputs(train_config: config.TrainConfig) -> Dict:
@@ -303,77 +324,10 @@ def report_from_dict(value: Dict) -> m2cnn.TransferReport:
 # --------------------------------------------------------------------------------------------
 
 
-def train_step(model: keras.Model, optimizer, kernels, images, grades, loss_config: Dict):
-    """One optimisation step on one replica's part of the batch.
-
-    Args:
-        model: the network.
-        optimizer: a MultiOptimizer (or a LossScaleOptimizer around one).
-        kernels: the variables under weight decay.
-        images: uint8 (b, r, r, 3).
-        grades: int32 (b,).
-        loss_config: keyword arguments of ``losses.multitask_loss`` besides the tensors
-            (loss_weights, weight_decay, global_batch_size, num_replicas).
-
-    Returns:
-        ``(terms, statistics)``: this replica's loss terms (summing to the global loss over
-        replicas) and its training confusion counts.
-    """
-    variables = model.trainable_variables
-    with tf.GradientTape() as tape:
-        outputs = model(images, training=True)
-        terms = losses.multitask_loss(grades, outputs["logits"], outputs["score"], kernels,
-                                      **loss_config)
-        # Identity unless the optimiser is a LossScaleOptimizer (float16): then loss × scale.
-        scaled_loss = optimizer.scale_loss(terms[losses.TOTAL])
-    gradients = tape.gradient(scaled_loss, variables)
-    optimizer.apply(gradients, variables)
-    statistics = metrics.batch_statistics(grades, outputs["logits"], outputs["score"])
-    return terms, {k: statistics[k] for k in _TRAIN_STATISTICS}
-
-
 def eval_step(model: keras.Model, images, grades) -> Dict[str, tf.Tensor]:
     """Sufficient statistics of one replica's evaluation batch (``metrics.batch_statistics``)."""
     outputs = model(images, training=False)
     return metrics.batch_statistics(grades, outputs["logits"], outputs["score"])
-
-
-def _sum_over_replicas(strategy, per_replica):
-    return tf.nest.map_structure(
-        lambda t: strategy.reduce(tf.distribute.ReduceOp.SUM, t, axis=None), per_replica)
-
-
-def make_train_function(strategy, model, optimizer, train_config: config.TrainConfig,
-                        global_batch_size: int) -> Callable:
-    """``train_step`` on every replica under one ``tf.function``; returns summed terms/counts.
-
-    Args:
-        strategy: the tf.distribute strategy.
-        model: the network (built in the strategy's scope).
-        optimizer: built in the strategy's scope.
-        train_config: loss weights, weight decay, jit_compile.
-        global_batch_size: images per step over all replicas.
-
-    Returns:
-        A function of one distributed batch ``(images, grades)``.
-    """
-    kernels = [v for v in model.trainable_variables if losses.is_decayed(v)]
-    loss_config = dict(loss_weights=train_config.loss_weights,
-                       weight_decay=train_config.weight_decay,
-                       global_batch_size=global_batch_size,
-                       num_replicas=strategy.num_replicas_in_sync)
-
-    def replica_step(images, grades):
-        return train_step(model, optimizer, kernels, images, grades, loss_config)
-
-    if train_config.jit_compile:
-        replica_step = tf.function(replica_step, jit_compile=True)
-
-    @tf.function
-    def distributed_train_step(batch):
-        return _sum_over_replicas(strategy, strategy.run(replica_step, args=batch))
-
-    return distributed_train_step
 
 
 def make_eval_function(strategy, model) -> Callable:
@@ -537,33 +491,6 @@ def _loss_scale(optimizer) -> Optional[float]:
     return None if scale is None else float(keras.ops.convert_to_numpy(scale))
 
 
-class _TrainWindow:
-    """Sums of the loss terms and training counts since the last log line."""
-
-    def __init__(self):
-        self.reset()
-
-    def reset(self):
-        self.steps, self.images, self.seconds = 0, 0, 0.0
-        self.terms = {name: 0.0 for name in losses.TERMS}
-        self.confusion = metrics.zero_statistics()["confusion_score"]
-
-    def add(self, terms: Dict[str, float], statistics: Dict, images: int, seconds: float):
-        self.steps += 1
-        self.images += images
-        self.seconds += seconds
-        for name in self.terms:
-            self.terms[name] += terms[name]
-        self.confusion = self.confusion + statistics["confusion_score"].astype(np.int64)
-
-    def summary(self) -> Dict:
-        result = {f"loss/{k}": v / self.steps for k, v in self.terms.items()}
-        result["images_per_second"] = self.images / self.seconds if self.seconds else 0.0
-        result["train_kappa_score"] = agreement.kappa_from_counts(
-            self.confusion, agreement.KAPPA_WHEN_UNDEFINED)
-        return result
-
-
 def _eval_scalars(result: Dict) -> Dict[str, float]:
     names = ("kappa_score", "kappa_argmax", "accuracy_score", "accuracy_argmax", "mse",
              "cross_entropy")
@@ -627,9 +554,18 @@ def train_and_evaluate(train_config: config.TrainConfig, quiet: bool = False) ->
     chief = distribution.is_chief(strategy)
     task_type, task_id = distribution.task_of(strategy)
     replicas = strategy.num_replicas_in_sync
-    if c.batch_size % replicas:
+    if c.batch_size % (replicas * c.accumulate_steps):
         raise TrainingError(f"--batch_size={c.batch_size} (the global batch) must be a multiple "
-                            f"of the {replicas} replicas")
+                            f"of the {replicas} replicas" + (
+                                f" × --accumulate_steps={c.accumulate_steps}"
+                                if c.accumulate_steps > 1 else ""))
+    if replicas > 1 and c.accumulate_steps > 1 and c.batch_norm == "train" and c.sync_batch_norm:
+        # Synchronised batch norm all-reduces inside the micro-batch loop, which MirroredStrategy
+        # cannot do; per-replica statistics would let the replicas' moving averages drift apart.
+        raise TrainingError(f"--accumulate_steps={c.accumulate_steps} on {replicas} replicas "
+                            "needs --batch_norm=frozen (batch norm in training mode would have to "
+                            "synchronise its statistics inside the micro-batch loop); or use "
+                            "--accumulate_steps=1 with a batch that fits")
     log = _log_function(chief, quiet)
     os.makedirs(model_dir, exist_ok=True)
     lock_name = checkpoints.LOCK if chief else f"{checkpoints.LOCK}.{task_type}{task_id}"
@@ -756,39 +692,50 @@ def _build_state(c, data, init, model_dir, strategy, chief, task_id, log) -> _Ru
 
 
 def _train_loop(c, data, state: _RunState, strategy, model_dir, log, quiet, best_record) -> Dict:
-    """Steps from ``state.start_step`` to ``c.train_steps``: log, checkpoint, evaluate."""
+    """Steps from ``state.start_step`` to ``c.train_steps``: log, checkpoint, evaluate.
+
+    An ordinary step copies nothing to the host: the window of loss terms and counts is read
+    (and the loss checked for NaN/inf) only at log, checkpoint and evaluation steps."""
     global_batch = c.batch_size
     train_data, eval_data = make_datasets(strategy, c, data, global_batch, state.start_step)
-    train_function = make_train_function(strategy, state.model, state.optimizer, c, global_batch)
+    window = TrainWindow(state.start_step)
+    train_function = make_train_function(strategy, state.model, state.optimizer, c, global_batch,
+                                          window)
     eval_function = make_eval_function(strategy, state.model)
     chief = state.reporter.enabled
     iterator = iter(train_data)
-    window = _TrainWindow()
+    stopwatch = _Stopwatch()
+    profiler = _StepProfiler(c.profile_steps, os.path.join(model_dir, summaries.TRAIN_LOGS),
+                             chief, state.start_step, log)
     bar = progress.progress(total=c.train_steps, initial=state.start_step, unit="step",
                             desc=f"{c.variant} {c.resolution}px", quiet=quiet or not chief)
     step, last_eval = state.start_step, None
     try:
         while step < c.train_steps:
-            started = time.time()
-            terms, statistics = train_function(next(iterator))
-            terms = {k: float(v) for k, v in terms.items()}
-            seconds = time.time() - started
+            with profiler.step(step + 1):
+                train_function(next(iterator))  # enqueued; nothing comes back
             step += 1
-            if not math.isfinite(terms[losses.TOTAL]):
-                _stop_on_non_finite(step, terms, model_dir, state.reporter)
-            window.add(terms, {k: v.numpy() for k, v in statistics.items()}, global_batch,
-                       seconds)
             bar.update(1)
-            bar.set_postfix(loss=f"{terms[losses.TOTAL]:.4f}",
-                                 img_s=f"{global_batch / seconds:.1f}")
-            if step % c.log_every_steps == 0 or step == c.train_steps:
-                _log_train_window(step, window, state.multi, state.optimizer, state.reporter)
-            if step % c.checkpoint_every_steps == 0 or step == c.train_steps:
-                state.keeper.save_checkpoint(step)
-            if step % c.eval_every_steps == 0 or step == c.train_steps:
-                last_eval, best_record = _run_eval(step, eval_function, eval_data,
-                                                   state.reporter, state.keeper, best_record, log)
+            profiler.after(step, window)
+            due = {name: step % every == 0 or step == c.train_steps for name, every in (
+                ("log", c.log_every_steps), ("save", c.checkpoint_every_steps),
+                ("eval", c.eval_every_steps))}
+            if any(due.values()):
+                _check_finite(window, step, model_dir, state.reporter)
+            if due["log"]:
+                values = _log_train_window(step, window, stopwatch.lap(), global_batch,
+                                           state, state.reporter)
+                bar.set_postfix(loss=f"{values['loss/total']:.4f}",
+                                img_s=f"{values['images_per_second']:.1f}")
+            with stopwatch.excluded():
+                if due["save"]:
+                    state.keeper.save_checkpoint(step)
+                if due["eval"]:
+                    last_eval, best_record = _run_eval(step, eval_function, eval_data,
+                                                       state.reporter, state.keeper,
+                                                       best_record, log)
     finally:
+        profiler.close()
         bar.close()
         # A live training iterator (augmentation runs in tf.numpy_function) aborts the
         # interpreter at exit; release it while the process is still healthy.
@@ -808,6 +755,67 @@ def _train_loop(c, data, state: _RunState, strategy, model_dir, log, quiet, best
             "weights_sha256": weights_digest(state.model)}
 
 
+class _Stopwatch:
+    """Training time since the last lap, without the checkpoint and evaluation time in it."""
+
+    def __init__(self):
+        self.started, self.other = time.time(), 0.0
+
+    @contextlib.contextmanager
+    def excluded(self):
+        started = time.time()
+        try:
+            yield
+        finally:
+            self.other += time.time() - started
+
+    def lap(self) -> float:
+        now = time.time()
+        seconds = now - self.started - self.other
+        self.started, self.other = now, 0.0
+        return seconds
+
+
+class _StepProfiler:
+    """A TensorBoard profiler trace of steps A..B (``--profile_steps``), on the chief.
+
+    ``tf.profiler.experimental`` writes ``<logdir>/plugins/profile/<time>/<host>.xplane.pb``
+    itself; TensorBoard needs its profile plugin only to show it."""
+
+    def __init__(self, steps, logdir: str, enabled: bool, start_step: int, log):
+        self.first, self.last = tuple(steps) if steps else (0, -1)
+        self.enabled = enabled and bool(steps) and self.last > start_step
+        self.logdir, self.running = logdir, False
+        if enabled and steps and not self.enabled:
+            log(f"note: --profile_steps={self.first},{self.last}: the run starts after step "
+                f"{self.last}, so nothing is profiled")
+        self.first = max(self.first, start_step + 1)
+
+    def step(self, step: int):
+        """The context of one step: starts the profiler at A, marks the step while it runs."""
+        if self.enabled and step == self.first:
+            try:
+                tf.profiler.experimental.start(self.logdir)
+            except (tf.errors.OpError, RuntimeError) as e:
+                raise TrainingError(f"--profile_steps: the TensorFlow profiler did not start "
+                                    f"({e}); run without --profile_steps, or stop the other "
+                                    "profiler in this process") from None
+            self.running = True
+        if not self.running:
+            return contextlib.nullcontext()
+        return tf.profiler.experimental.Trace("train", step_num=step, _r=1)
+
+    def after(self, step: int, window: TrainWindow) -> None:
+        if self.running and step == self.last:
+            window.non_finite()  # a read: waits for the device to finish the profiled steps
+            self.close()
+
+    def close(self) -> None:
+        if self.running:
+            self.running = False
+            tf.profiler.experimental.stop()
+
+
 def weights_digest(model: keras.Model) -> str:
     """sha256 of every weight of ``model`` (trainable or not) in order: equal digests on two
     workers mean bit-identical models."""
@@ -817,25 +825,41 @@ def weights_digest(model: keras.Model) -> str:
     return digest.hexdigest()
 
 
-def _log_train_window(step, window, multi, optimizer, reporter) -> None:
-    values = window.summary()
-    rates = multi.learning_rates()
-    values.update({f"learning_rate/{g}": r for g, r in rates.items()})
-    scale = _loss_scale(optimizer)
+def _log_train_window(step, window: TrainWindow, seconds: float, global_batch: int,
+                      state: "_RunState", reporter) -> Dict:
+    """Reads the window (a host copy), writes its means and the learning rates, resets it."""
+    read = window.read()
+    values = {f"loss/{k}": v / read["steps"] for k, v in read["terms"].items()}
+    values["images_per_second"] = read["steps"] * global_batch / seconds if seconds > 0 else 0.0
+    values["train_kappa_score"] = agreement.kappa_from_counts(
+        read["confusion"], agreement.KAPPA_WHEN_UNDEFINED)
+    values.update({f"learning_rate/{g}": r for g, r in state.multi.learning_rates().items()})
+    scale = _loss_scale(state.optimizer)
     if scale is not None:
         values["loss_scale"] = scale
     reporter.scalars(summaries.TRAIN_LOGS, step, values)
-    reporter.jsonl({"kind": "train", "step": step, "steps": window.steps, **values,
-                    "train_confusion_score": window.confusion.tolist()})
+    reporter.jsonl({"kind": "train", "step": step, "steps": read["steps"], **values,
+                    "train_confusion_score": read["confusion"].tolist()})
     window.reset()
+    return values
 
 
-def _stop_on_non_finite(step, terms, model_dir, reporter) -> None:
+def _check_finite(window: TrainWindow, step: int, model_dir: str, reporter) -> None:
+    """Stops the run if any step up to ``step`` had a non-finite loss (before anything is saved)."""
+    found = window.non_finite()
+    if found is not None:
+        _stop_on_non_finite(found[0], found[1], step, model_dir, reporter)
+
+
+def _stop_on_non_finite(step, terms, noticed_at, model_dir, reporter) -> None:
     latest = checkpoints.latest_checkpoint(model_dir)
-    reporter.jsonl({"kind": "error", "step": step, "error": "non-finite loss", **terms})
+    reporter.jsonl({"kind": "error", "step": step, "noticed_at_step": noticed_at,
+                    "error": "non-finite loss", **terms})
+    late = (f"; noticed at step {noticed_at}, the first log, checkpoint or evaluation step since "
+            "(the loss is read only at those)" if noticed_at != step else "")
     raise NonFiniteLossError(
         f"the loss is {terms[losses.TOTAL]} at step {step} (cross-entropy {terms['cross_entropy']}, "
-        f"MSE {terms['mse']}, weight decay {terms['weight_decay']}); training stopped and saved "
-        f"nothing after the last good checkpoint "
+        f"MSE {terms['mse']}, weight decay {terms['weight_decay']}){late}; training stopped and "
+        f"saved nothing after the last good checkpoint "
         f"{latest or '(none)'}" + (f" (step {checkpoints.checkpoint_step(latest)})" if latest
                                    else "") + "; lower the learning rates or check the data")

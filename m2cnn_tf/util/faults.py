@@ -15,7 +15,13 @@ timer, which is what makes the interruption tests repeatable.
             ``truncate-kill``: cut every file the point just wrote to ``argument`` bytes, then
             SIGKILL — a process killed while those bytes were being written;
             ``stop``: SIGSTOP this process, holding whatever it holds (its locks), until the
-            test sends SIGCONT or SIGKILL — a second process can then meet it deterministically.
+            test sends SIGCONT or SIGKILL — a second process can then meet it deterministically;
+  ``nonfinite`` (graph points only): make the values there NaN on replica ``argument`` (default 0)
+            — an overflow on one device of several.
+
+Graph points (``GRAPH_POINTS``) live inside a TensorFlow graph: ``point`` is never called there;
+the code that builds the graph reads ``graph_rules(name)`` when it traces it, and the graph
+counts by itself (for ``train.gradients``, n is the training step as the logs number it).
 
 Example: ``M2CNN_FAULTS="build.shard:2:kill"`` kills a build right after its second shard.
 """
@@ -25,7 +31,7 @@ from __future__ import annotations
 import errno
 import os
 import signal
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 ENV = "M2CNN_FAULTS"
 POINTS = {
@@ -40,8 +46,12 @@ POINTS = {
                                "updated",
     "report.jsonl": "a line was appended to metrics.jsonl",
     "report.tensorboard": "TensorBoard scalars or an image are about to be written",
+    "train.gradients": "one replica's gradients of a training step, before the optimiser "
+                       "(a graph point)",
 }
-ACTIONS = ("kill", "enospc", "truncate-kill", "stop")
+GRAPH_POINTS = ("train.gradients",)
+ACTIONS = ("kill", "enospc", "truncate-kill", "stop", "nonfinite")
+GRAPH_ACTIONS = ("nonfinite",)
 
 _rules: Optional[Dict[str, List]] = None
 _counts: Dict[str, int] = {}
@@ -54,6 +64,9 @@ def _parse(text: str) -> Dict[str, List]:
         if len(fields) not in (3, 4) or fields[0] not in POINTS or fields[2] not in ACTIONS:
             raise ValueError(f"{ENV}: bad rule {item!r}; expected <point>:<n>:<action>[:<arg>] "
                              f"with a point in {sorted(POINTS)} and an action in {ACTIONS}")
+        if (fields[0] in GRAPH_POINTS) != (fields[2] in GRAPH_ACTIONS):
+            raise ValueError(f"{ENV}: bad rule {item!r}; the graph points {GRAPH_POINTS} take "
+                             f"the actions {GRAPH_ACTIONS}, and only they do")
         rules.setdefault(fields[0], []).append(
             (int(fields[1]), fields[2], fields[3] if len(fields) == 4 else None))
     return rules
@@ -64,6 +77,20 @@ def configure(text: Optional[str] = None) -> None:
     global _rules
     _rules = _parse(os.environ.get(ENV, "") if text is None else text)
     _counts.clear()
+
+
+def graph_rules(name: str) -> List[Tuple[int, str, Optional[str]]]:
+    """The rules for a graph point, for the code that builds the graph (when it traces it).
+
+    Args:
+      name: one of ``GRAPH_POINTS``.
+
+    Returns:
+      ``[(n, action, argument)]``, empty unless ``M2CNN_FAULTS`` (or ``configure``) names it.
+    """
+    if _rules is None:
+        configure()
+    return list(_rules.get(name, ()))
 
 
 def point(name: str, paths: Sequence[str] = ()) -> None:
