@@ -14,7 +14,10 @@
 Writes to --output_dir: report.json (kappa with a bootstrap 95 % interval over patients,
 referable-DR ROC AUC, sensitivity/specificity at the fitted cut), report.md linking
 confusion_{score,probabilities}.png, roc.png and calibration.png, and predictions.csv (one row
-per image; with --tta its score_std column is the score's spread over the views).
+per image; with --tta its score_std column is the score's spread over the views). Kappa, AUC and
+the confusion matrix are also given on the gradable photographs alone, side by side with all:
+from --images_dir gradability is the model's quality assessor (quality.py fit), from --data_dir
+the quality labels the records store (build_tfrecords.py --quality_csv).
 """
 
 import os

@@ -49,6 +49,11 @@ _STATISTICS = {"reject_auc": reject_auc, "good_auc": good_auc, "accuracy": accur
                "macro_f1": macro_f1}
 
 
+def point_metrics(quality, probabilities) -> Dict[str, float]:
+    """``{metric: value}`` for ``METRICS``, without intervals."""
+    return {name: _STATISTICS[name](quality, probabilities) for name in METRICS}
+
+
 def metric_intervals(quality, probabilities, patients,
                      num_resamples: int = stats.NUM_RESAMPLES, seed: int = 0) -> Dict:
     """``{metric: Interval.to_dict()}`` for ``METRICS``, resampling patients (both eyes
