@@ -180,6 +180,22 @@ def test_fit_command_reports_cross_validation_against_the_best_measure(synthetic
     assert os.path.isfile(workflow.default_cache(synthetic_assessor["path"]))
 
 
+def test_report_command_draws_roc_confusion_and_grids(synthetic_assessor):
+    root = synthetic_assessor["root"]
+    lines = []
+    paths = workflow.report(str(root / "photos"), str(root / "photos" / "eyeq.csv"),
+                            str(root / "report"), synthetic_assessor["path"],
+                            cache=workflow.default_cache(synthetic_assessor["path"]),
+                            num_resamples=20, log=lines.append)
+    for name in ("roc", "confusion", "most_gradable", "least_gradable"):
+        picture = cv2.imread(paths[name])
+        assert picture is not None and picture.shape[0] > 200 and picture.std() > 10, name
+    report = json.loads(open(paths["report"]).read())
+    assert report["photographs"] == 60 and "the assessor" in report["scored_by"]
+    assert 0.5 < report["metrics"]["reject_auc"]["point"] <= 1.0
+    assert any("operating point" in line for line in lines)
+
+
 # --- degradations and dark photographs ------------------------------------------------------
 
 
@@ -303,6 +319,11 @@ def test_export_quality_equals_the_offline_computation(exported, synthetic_asses
     normalized = loaded.signatures["predict_normalized"]
     out = normalized(images=tf.zeros([2, RESOLUTION, RESOLUTION, 3], tf.uint8))
     assert out["gradable"].numpy().tolist() == [-1, -1]  # normalised images: not assessed
+    # measuring does not touch the grading: the images are preprocess_batch's
+    few = tf.constant([p.read_bytes() for p in photos[:3]])
+    images, _ = graph_preprocess.preprocess_batch(few, RESOLUTION)
+    np.testing.assert_allclose(signature(image_bytes=few)["score"].numpy(),
+                               normalized(images=images)["score"].numpy(), atol=1e-6)
 
 
 def test_predict_skip_ungradable_empties_exactly_the_ungradable_rows(exported):
