@@ -9,6 +9,10 @@ Examples:
   python build_tfrecords.py --source=kaggle --images_dir=train,test \\
       --labels_csv=trainLabels.csv,retinopathy_solution.csv --output_dir=tfrecords/eyepacs
 
+  # EyeQ's image-quality grades stored in the records that have one (any source)
+  python build_tfrecords.py --source=kaggle --images_dir=train --labels_csv=trainLabels.csv \\
+      --quality_csv=Label_EyeQ_train.csv --output_dir=tfrecords/eyepacs
+
   # Built-in synthetic photographs (no download)
   python build_tfrecords.py --source=synthetic --num_images=200
 
@@ -60,6 +64,10 @@ def main(argv):
               f"{', '.join(map(str, config.resolutions))} px"
               + (f"; {len(selection.skipped)} inputs skipped already (listed in errors.csv)"
                  if selection.skipped else ""), file=sys.stderr)
+        if "quality_csv" in selection.info:
+            print(f"quality labels: {selection.info['quality_matched']} of the photographs are "
+                  f"among the {selection.info['quality_listed']} images "
+                  f"{selection.info['quality_csv']} grades", file=sys.stderr)
         manifest = builder.build(selection.inputs, selection.skipped, output_dir, config,
                                  selection.info, selection.payloads, selection.images_root,
                                  quiet=FLAGS.quiet)

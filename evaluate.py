@@ -25,6 +25,9 @@ confusion_{score,probabilities}.png, roc.png and calibration.png, and prediction
 per image; with --tta its score_std column is the score's spread over the views). On a build of
 a public dataset (build_tfrecords.py --source=messidor2, …) the report also names the dataset
 and its caveats, and its intervals resample images where the dataset has no patient ids.
+Kappa, AUC and the confusion matrix are also given on the gradable photographs alone, side by
+side with all: from --images_dir gradability is the model's quality assessor (quality.py fit),
+from --data_dir the quality labels the records store (build_tfrecords.py --quality_csv).
 With --compare: comparison.md (one table) and comparison_roc.png (one ROC plot).
 """
 

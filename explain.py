@@ -7,8 +7,10 @@ paths, or a comma list. For each photograph OUTPUT_DIR/<name>_gradcam.png shows 
 photograph, the Grad-CAM of the score head and of the predicted class at the last feature map,
 and both refined pixel by pixel (× gradient × input), titled with grade and score;
 contact_sheet.png shows them all and explanations.csv lists them (with the reason for any
-photograph that could not be read or shows no fundus; the others go on). See
-m2cnn_tf/explain/ and m2cnn_tf/serving/explainer.py.
+photograph that could not be read or shows no fundus; the others go on). When the model has a
+quality assessor (quality.py fit), a photograph it calls ungradable is framed in red and
+explanations.csv has its P(Reject) and gradable. See m2cnn_tf/explain/ and
+m2cnn_tf/serving/explainer.py.
 """
 
 import os

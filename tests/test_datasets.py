@@ -175,7 +175,7 @@ def test_read_eyeq_quality_reads_the_published_and_the_plain_csv(tmp_path):
     assert sources.read_eyeq_quality(str(published)) == {"1_right": 1, "10001_right": 0}
     assert sources.read_eyeq_quality(str(plain)) == {"13_left": 2}
     plain.write_text("image,quality\n13_left,3\n")
-    with pytest.raises(sources.SourceError, match=r"eyeq_quality.csv:2: quality '3'"):
+    with pytest.raises(sources.SourceError, match=r"eyeq_quality.csv, line 2: quality '3'"):
         sources.read_eyeq_quality(str(plain))
 
 

@@ -27,7 +27,9 @@ ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
 DOCUMENTED_OUTPUTS = {"probabilities": ("DT_FLOAT", "(-1, 5)"), "score": ("DT_FLOAT", "(-1)"),
                       "grade": ("DT_INT32", "(-1)"),
                       "grade_from_probabilities": ("DT_INT32", "(-1)"),
-                      "fundus_found": ("DT_BOOL", "(-1)")}
+                      "fundus_found": ("DT_BOOL", "(-1)"),
+                      "quality_probabilities": ("DT_FLOAT", "(-1, 3)"),
+                      "gradable": ("DT_INT32", "(-1)")}
 
 
 def _run(script, *args):

@@ -28,10 +28,6 @@ KAGGLE_LABEL_COLUMN = "level"
 KAGGLE_USAGE_COLUMN = "Usage"
 SPLITS = ("train", "validation", "test")
 SOURCES = ("kaggle", "csv", "folders", "tfds", "synthetic") + datasets.DATASET_NAMES
-# EyeQ's quality grades (Fu et al., MICCAI 2019): 0 Good, 1 Usable, 2 Reject.
-EYEQ_QUALITY_VALUES = (0, 1, 2)
-EYEQ_IMAGE_COLUMN = "image"
-EYEQ_QUALITY_COLUMN = "quality"
 
 
 def _require_dir(path: str, flag: str) -> str:
@@ -42,22 +38,87 @@ def _require_dir(path: str, flag: str) -> str:
     return path
 
 
-def _read_csv(path: str, required: Sequence[str]) -> Tuple[List[Dict[str, str]], List[str]]:
+def _read_csv(path: str, required: Sequence[str], what: str = "labels CSV"
+              ) -> Tuple[List[Dict[str, str]], List[str]]:
     """Rows of a CSV (BOM and CRLF tolerated); raises SourceError naming missing columns."""
     if not os.path.isfile(path):
-        raise SourceError(f"labels CSV {path}: no such file")
+        raise SourceError(f"{what} {path}: no such file")
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             columns = [c.strip() for c in (reader.fieldnames or [])]
             rows = [{(k or "").strip(): (v or "") for k, v in row.items()} for row in reader]
     except UnicodeDecodeError as e:
-        raise SourceError(f"labels CSV {path}: not UTF-8 text ({e.reason} at byte {e.start})")
+        raise SourceError(f"{what} {path}: not UTF-8 text ({e.reason} at byte {e.start})")
     missing = [c for c in required if c not in columns]
     if missing:
-        raise SourceError(f"labels CSV {path}: missing column(s) {', '.join(missing)}; "
+        raise SourceError(f"{what} {path}: missing column(s) {', '.join(missing)}; "
                           f"it has {', '.join(columns) or 'no header'}")
     return rows, columns
+
+
+# EyeQ (Fu et al., MICCAI 2019) image-quality grades: its published Label_EyeQ_train.csv and
+# Label_EyeQ_test.csv have the columns ",image,quality,DR_grade" (an unnamed index first) with
+# image = "<id>.jpeg"; a copy may keep the image without its extension ("image,quality").
+EYEQ_IMAGE_COLUMN = "image"
+EYEQ_QUALITY_COLUMN = "quality"
+QUALITY_GRADES = ("Good", "Usable", "Reject")  # EyeQ's quality 0, 1, 2
+
+
+def read_eyeq_quality(path: str) -> Dict[str, int]:
+    """EyeQ's quality grade of every image an EyeQ-format CSV lists.
+
+    Args:
+      path: a CSV with columns ``image`` and ``quality`` (others, like EyeQ's unnamed index and
+        ``DR_grade``, are ignored); ``image`` is an id with or without an image extension
+        (``10_left.jpeg`` or ``10_left``), ``quality`` is 0 (Good), 1 (Usable) or 2 (Reject).
+
+    Returns:
+      ``{image_id: quality}`` with ids without extension.
+
+    Raises:
+      SourceError: no such file, a missing column, or a malformed row (an empty id, a quality
+        that is not 0, 1 or 2, an id listed twice with different grades) — naming the file, the
+        line and what was expected.
+    """
+    rows, _ = _read_csv(path, [EYEQ_IMAGE_COLUMN, EYEQ_QUALITY_COLUMN], "quality CSV")
+    quality: Dict[str, int] = {}
+    first_line: Dict[str, int] = {}
+    expected = ", ".join(f"{q} ({name})" for q, name in enumerate(QUALITY_GRADES))
+    for line, row in enumerate(rows, start=2):
+        name = row[EYEQ_IMAGE_COLUMN].strip()
+        stem, ext = os.path.splitext(name)
+        image_id = stem if ext.lower() in IMAGE_EXTENSIONS else name
+        value = row[EYEQ_QUALITY_COLUMN].strip()
+        if not image_id:
+            raise SourceError(f"quality CSV {path}, line {line}: the image column is empty; "
+                              "expected an image id such as 10_left or 10_left.jpeg")
+        if value not in {str(q) for q in range(len(QUALITY_GRADES))}:
+            raise SourceError(f"quality CSV {path}, line {line}: quality {value!r} for "
+                              f"{image_id}; expected one of {expected}")
+        if image_id in quality and quality[image_id] != int(value):
+            raise SourceError(f"quality CSV {path}, line {line}: {image_id} has quality "
+                              f"{value} here but {quality[image_id]} on line "
+                              f"{first_line[image_id]}; expected one grade per image")
+        quality.setdefault(image_id, int(value))
+        first_line.setdefault(image_id, line)
+    return quality
+
+
+def with_quality(inputs: Sequence[InputRecord], quality: Dict[str, int]) -> List[InputRecord]:
+    """``inputs`` with the ``quality`` label added to each whose id ``quality`` lists.
+
+    An input is matched by its image id, or by the last part of it (a ``csv`` source's id keeps
+    the sub-folders of its path); inputs not listed keep their labels unchanged.
+    """
+    out = []
+    for record in inputs:
+        value = quality.get(record.image_id, quality.get(record.image_id.rsplit("/", 1)[-1]))
+        if value is not None:
+            labels = {**record.label_dict(), "quality": value}
+            record = dataclasses.replace(record, labels=tuple(sorted(labels.items())))
+        out.append(record)
+    return out
 
 
 def _not_utf8(name: str) -> Optional[str]:
@@ -318,33 +379,6 @@ def tfds_inputs(data_dir: Optional[str], manual_dir: Optional[str]
     return inputs, skipped, payloads
 
 
-def read_eyeq_quality(path: str) -> Dict[str, int]:
-    """EyeQ's image-quality grades: {image id without extension: 0 Good, 1 Usable, 2 Reject}.
-
-    Reads the published ``Label_EyeQ_{train,test}.csv`` (``,image,quality,DR_grade`` with an
-    unnamed index column and ``image`` = ``<id>.jpeg``) as well as a plain ``image,quality``.
-
-    Raises:
-      SourceError: a missing file or column, an empty or repeated image, or a quality that is
-        not 0, 1 or 2 — naming the file and line.
-    """
-    rows, _ = _read_csv(path, [EYEQ_IMAGE_COLUMN, EYEQ_QUALITY_COLUMN])
-    quality: Dict[str, int] = {}
-    for line, row in enumerate(rows, start=2):
-        image = os.path.splitext(row[EYEQ_IMAGE_COLUMN].strip())[0]
-        value = row[EYEQ_QUALITY_COLUMN].strip()
-        if not image:
-            raise SourceError(f"{path}:{line}: no image in column {EYEQ_IMAGE_COLUMN!r}")
-        if image in quality:
-            raise SourceError(f"{path}:{line}: {image} is listed twice")
-        if value not in {str(v) for v in EYEQ_QUALITY_VALUES}:
-            raise SourceError(f"{path}:{line}: quality {value!r} is not one of "
-                              f"{', '.join(map(str, EYEQ_QUALITY_VALUES))} (0 Good, 1 Usable, "
-                              "2 Reject)")
-        quality[image] = int(value)
-    return quality
-
-
 @dataclasses.dataclass(frozen=True)
 class SourceOptions:
     """Which photographs a build reads (build_tfrecords.py's source flags; ``select_inputs``)."""
@@ -385,6 +419,10 @@ class SourceOptions:
     num_images: int = setting(100, "synthetic: how many photographs to draw.")
     synthetic_width: int = setting(
         0, "synthetic: photograph width in pixels (0: camera-sized, 2000–3500).")
+    quality_csv: Optional[str] = setting(
+        None, "Any source: an EyeQ-format quality CSV (image,quality with 0 Good, 1 Usable, "
+        "2 Reject; EyeQ's Label_EyeQ_*.csv as published). Each record whose image it lists "
+        "stores its quality label; the manifest counts known and unknown.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -449,4 +487,9 @@ def select_inputs(options: SourceOptions, seed: int = 0) -> Selection:
             options.dataset_dir
     else:
         raise SourceError(f"unknown source {source!r}; expected one of {', '.join(SOURCES)}")
+    if options.quality_csv:
+        quality = read_eyeq_quality(options.quality_csv)
+        inputs = with_quality(inputs, quality)
+        info.update(quality_csv=options.quality_csv, quality_listed=len(quality),
+                    quality_matched=sum("quality" in r.label_dict() for r in inputs))
     return Selection(inputs, skipped, payloads, images_root, info)

@@ -88,21 +88,67 @@ def format_report(report: Dict) -> str:
                      f"{tta['score_std_mean']:.3f}, 95th percentile {tta['score_std_p95']:.3f}")
     lines += [f"  {line}" for line in dataset_lines(report)]
     lines.append("  confusion (score; rows true 0–4, columns predicted 0–4):")
-    for g, row in enumerate(report["score"]["confusion"]):
-        lines.append(f"    {g}: " + " ".join(f"{n:>5}" for n in row))
+    lines += _confusion_lines(report["score"]["confusion"])
+    lines += format_gradable(report)
     return "\n".join(lines)
+
+
+def _confusion_lines(confusion) -> list:
+    return [f"    {g}: " + " ".join(f"{n:>5}" for n in row) for g, row in enumerate(confusion)]
+
+
+def _side_by_side_rows(report: Dict, gradable: Dict):
+    """(label, value on all, value on the gradable) of the headline figures."""
+    def kappa(r, how):
+        interval = r[how].get("kappa_interval")
+        return f"{r[how]['kappa']:.4f}" + (f" [{interval['low']:.3f}, {interval['high']:.3f}]"
+                                           if interval else "")
+
+    def auc(r):
+        referable = r.get("referable") or {}
+        if referable.get("auc") is None:
+            return "n/a"
+        interval = referable.get("auc_interval")
+        return f"{referable['auc']:.4f}" + (f" [{interval['low']:.3f}, {interval['high']:.3f}]"
+                                            if interval else "")
+
+    return [("photographs", str(report["count"]), str(gradable["count"])),
+            ("kappa (score)", kappa(report, "score"), kappa(gradable, "score")),
+            ("kappa (probabilities)", kappa(report, "probabilities"),
+             kappa(gradable, "probabilities")),
+            ("referable AUC (score)", auc(report), auc(gradable)),
+            ("accuracy (score)", f"{report['score']['accuracy']:.1%}",
+             f"{gradable['score']['accuracy']:.1%}")]
+
+
+def format_gradable(report: Dict) -> list:
+    """Terminal lines: all photographs and the gradable ones side by side, with the counts and
+    the gradable ones' confusion matrix (none when gradability is unknown)."""
+    quality = report.get("gradable")
+    if not quality:
+        return []
+    lines = [f"  quality: {quality['gradable']} gradable, {quality['ungradable']} ungradable, "
+             f"{quality['unknown']} unknown — from {quality['source']}"]
+    if quality["report"] is None:
+        return lines + ["  (no photograph known to be gradable: no gradable-only figures)"]
+    lines.append(f"    {'':<24}{'all':<28}gradable")
+    for label, everything, gradable in _side_by_side_rows(report, quality["report"]):
+        lines.append(f"    {label:<24}{everything:<28}{gradable}")
+    lines.append("  confusion on the gradable (score; rows true 0–4, columns predicted 0–4):")
+    return lines + _confusion_lines(quality["report"]["score"]["confusion"])
 
 
 def predictions_csv(predictions: Predictions, cuts: Sequence[float]) -> str:
     """One CSV row per image: ids, true grade, both predicted grades, score (and its TTA spread),
-    probabilities."""
+    probabilities, and whether it is gradable (1, 0, −1 unknown)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    std = predictions.score_std
+    std, gradable = predictions.score_std, predictions.gradable
     writer.writerow(["image_id", "patient_id", "grade", "grade_from_score",
                      "grade_from_probabilities", "score"] + (["score_std"] if std is not None
                                                              else [])
-                    + [f"p{g}" for g in range(NUM_GRADES)])
+                    + [f"p{g}" for g in range(NUM_GRADES)]
+                    + (["gradable"] if gradable is not None else []))
     from_score = thresholds.apply_thresholds(predictions.scores, cuts)
     from_probabilities = predictions.probabilities.argmax(axis=1)
     for i in range(len(predictions)):
@@ -110,7 +156,8 @@ def predictions_csv(predictions: Predictions, cuts: Sequence[float]) -> str:
                          int(predictions.grades[i]), int(from_score[i]),
                          int(from_probabilities[i]), f"{predictions.scores[i]:.4f}"]
                         + ([f"{std[i]:.4f}"] if std is not None else [])
-                        + [f"{p:.4f}" for p in predictions.probabilities[i]])
+                        + [f"{p:.4f}" for p in predictions.probabilities[i]]
+                        + ([int(gradable[i])] if gradable is not None else []))
     return buffer.getvalue()
 
 
@@ -164,6 +211,10 @@ def report_figures(report: Dict, title: str = "",
     figures = {f"confusion_{how}": plots.confusion_figure(
         report[how]["confusion"], f"{title} grade from the {how}".strip())
         for how in ("score", "probabilities")}
+    gradable = (report.get("gradable") or {}).get("report")
+    if gradable is not None:
+        figures["confusion_score_gradable"] = plots.confusion_figure(
+            gradable["score"]["confusion"], f"{title} gradable, grade from the score".strip())
     if predictions is not None and len(predictions):
         screening = stats.sensitivity_specificity(
             predictions.grades, thresholds.apply_thresholds(predictions.scores,
@@ -216,6 +267,22 @@ def _interval(entry: Optional[Dict], digits: int = 4) -> str:
         return "n/a"
     return (f"{entry['point']:.{digits}f} ({entry['confidence']:.0%} CI "
             f"{entry['low']:.{digits}f}–{entry['high']:.{digits}f})")
+
+
+def _markdown_gradable(report: Dict) -> list:
+    """report.md's section: all photographs and the gradable ones side by side."""
+    quality = report.get("gradable")
+    if not quality:
+        return []
+    lines = ["## All photographs and the gradable ones", "",
+             f"{quality['gradable']} gradable, {quality['ungradable']} ungradable, "
+             f"{quality['unknown']} unknown — from {quality['source']}.", ""]
+    if quality["report"] is None:
+        return lines + ["No photograph is known to be gradable.", ""]
+    lines += ["| | all | gradable |", "|---|---|---|"]
+    lines += [f"| {label} | {a} | {b} |"
+              for label, a, b in _side_by_side_rows(report, quality["report"])]
+    return lines + [""]
 
 
 def markdown(report: Dict, images: Dict[str, str], title: str = "") -> str:
@@ -274,7 +341,10 @@ def markdown(report: Dict, images: Dict[str, str], title: str = "") -> str:
             lines.append(f"- Expected calibration error of P(grade ≥ 2): "
                          f"{_num(report['calibration']['expected_calibration_error'], 3)}")
         lines.append("")
+    lines += _markdown_gradable(report)
     for key, caption in (("confusion_score", "Confusion matrix, grade from the score"),
+                         ("confusion_score_gradable", "Confusion matrix of the gradable "
+                                                      "photographs, grade from the score"),
                          ("confusion_probabilities", "Confusion matrix, grade from the "
                                                      "probabilities"),
                          ("roc", "Referable-DR ROC curve"),

@@ -13,6 +13,7 @@ import numpy as np
 
 from m2cnn_tf.explain.pictures import CONTACT_PER_SHEET, contact_sheet, explanation_image
 from m2cnn_tf.preprocess import fundus, image_io
+from m2cnn_tf.quality import assessor as quality_assessor, measures as quality_measures
 from m2cnn_tf.util import atomic, progress
 
 
@@ -26,7 +27,7 @@ CSV_NAME = "explanations.csv"
 
 
 CSV_COLUMNS = ("image", "png", "grade", "score", "predicted_class", "class_probability",
-               "error")
+               "p_reject", "gradable", "error")
 
 
 @dataclasses.dataclass
@@ -60,6 +61,18 @@ def _load(path: str, resolution: int):
         return None, str(e).replace(f"{path}: ", "", 1)
 
 
+def _quality(explainer, paths: Sequence[str]) -> Dict[str, np.ndarray]:
+    """The photographs' quality outputs by the explainer's assessor (``gradable`` −1 and NaN
+    without one): measured on the photographs, not on the normalised discs."""
+    assessor = getattr(explainer, "assessor", None)
+    found = np.ones(len(paths), bool)
+    if assessor is None or not len(paths):
+        return quality_assessor.assess(None, None, found)
+    values, measured = quality_measures.measure_encoded(
+        [image_io.read_file_bytes(p) for p in paths])
+    return assessor.assess(values, measured)
+
+
 def _explain_chunks(explainer, paths: Sequence[str], batch_size: int):
     """Yields (path, normalised image or None, one image's outputs or None, error or None)."""
     for start in range(0, len(paths), batch_size):
@@ -67,6 +80,7 @@ def _explain_chunks(explainer, paths: Sequence[str], batch_size: int):
         loaded = [(path, *_load(path, explainer.resolution)) for path in chunk]
         good = [image for _, image, _ in loaded if image is not None]
         outputs = explainer.explain_normalized(np.stack(good)) if good else {}
+        outputs.update(_quality(explainer, [p for p, image, _ in loaded if image is not None]))
         i = 0
         for path, image, error in loaded:
             if image is None:
@@ -90,7 +104,9 @@ def explain_files(explainer, paths: Sequence[str], output_dir: str,
 
     Photographs are normalised offline (``fundus.load_normalized``, the builder's path). A file
     that cannot be read, or shows no fundus, gets its reason in the result and the CSV and
-    never stops the others. Every file is written under a temporary name and renamed.
+    never stops the others. With the explainer's quality assessor (``explainer.assessor``) an
+    ungradable photograph is framed in red on its PNG and the contact sheet, and the CSV has
+    its P(Reject) and ``gradable``. Every file is written under a temporary name and renamed.
 
     Args:
         explainer: from ``open_explainer``.
@@ -130,8 +146,11 @@ def _write_csv(path: str, results: Sequence[FileExplanation]) -> None:
         row = {"image": r.path, "png": r.png or "", "error": r.error or ""}
         if r.outputs is not None:
             predicted = int(r.outputs["predicted_class"])
+            p_reject = float(r.outputs[quality_assessor.PROBABILITIES_OUTPUT][-1])
             row.update(grade=int(r.outputs["grade"]), score=f"{float(r.outputs['score']):.4f}",
                        predicted_class=predicted,
-                       class_probability=f"{float(r.outputs['probabilities'][predicted]):.4f}")
+                       class_probability=f"{float(r.outputs['probabilities'][predicted]):.4f}",
+                       p_reject="" if np.isnan(p_reject) else f"{p_reject:.4f}",
+                       gradable=int(r.outputs[quality_assessor.GRADABLE_OUTPUT]))
         writer.writerow(row)
     atomic.write_text(path, buffer.getvalue())

@@ -55,6 +55,14 @@ CONTACT_TILE_WIDTH = 480  # px: each explanation is shrunk to this width on the 
 CONTACT_PER_SHEET = 64  # more photographs than this go onto several sheets
 
 
+# A photograph the quality assessor calls ungradable is framed in this colour (RGB), this wide,
+# and its title says so: on the contact sheet it stands out at a glance.
+UNGRADABLE_COLOUR = (220, 0, 0)
+
+
+UNGRADABLE_FRAME = 12  # px
+
+
 def overlay(image: np.ndarray, cam: np.ndarray) -> np.ndarray:
     """A 0–1 map as a colour heat map over an RGB uint8 image of the same size."""
     heat = cv2.applyColorMap(np.round(np.clip(cam, 0, 1) * 255).astype(np.uint8), COLORMAP)
@@ -124,7 +132,9 @@ def explanation_image(image: np.ndarray, outputs: Dict[str, np.ndarray], name: s
 
     Args:
         image: (r, r, 3) uint8, the normalised photograph.
-        outputs: one image's ``GradCam`` outputs (unbatched).
+        outputs: one image's ``GradCam`` outputs (unbatched), with its quality outputs
+            (``gradable``, ``quality_probabilities``) when assessed: an ungradable photograph
+            is framed in red and its title says so.
         name: shown in the title (usually the file name).
 
     Returns:
@@ -139,8 +149,21 @@ def explanation_image(image: np.ndarray, outputs: Dict[str, np.ndarray], name: s
                           for t, label in tiles], axis=1)
     title = (f"{name}: grade {int(outputs['grade'])} (score {float(outputs['score']):.2f}); "
              f"predicted class {predicted} (p = {probability:.2f})")
+    ungradable = int(outputs.get("gradable", 1)) == 0
+    if ungradable:
+        title += (f" - UNGRADABLE (P(Reject) "
+                  f"{float(outputs['quality_probabilities'][-1]):.2f}): retake it")
     width = row.shape[1]
-    return np.concatenate([_bar(width, TITLE_HEIGHT, title), row, _legend(width)], axis=0)
+    picture = np.concatenate([_bar(width, TITLE_HEIGHT, title), row, _legend(width)], axis=0)
+    return mark_ungradable(picture) if ungradable else picture
+
+
+def mark_ungradable(picture: np.ndarray) -> np.ndarray:
+    """The picture framed in ``UNGRADABLE_COLOUR`` (a copy)."""
+    framed = picture.copy()
+    h, w = framed.shape[:2]
+    cv2.rectangle(framed, (0, 0), (w - 1, h - 1), UNGRADABLE_COLOUR, UNGRADABLE_FRAME)
+    return framed
 
 
 def contact_sheet(images: Sequence[np.ndarray]) -> np.ndarray:

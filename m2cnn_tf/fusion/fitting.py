@@ -21,6 +21,7 @@ from m2cnn_tf.fusion.head import (FUSION, NO_PARTNER, FusionConfig, FusionError,
                                   FEATURES_FILE)
 from m2cnn_tf.fusion.report import kappas
 from m2cnn_tf.grading import rule, thresholds
+from m2cnn_tf.quality import assessor as quality_assessor
 from m2cnn_tf.train import checkpoints
 
 
@@ -34,8 +35,9 @@ def extract_features(model: keras.Model, data_dir: str, split: str, resolution: 
     """Features, per-eye logits and score of every image of a split (no augmentation).
 
     Returns:
-      ``{"image_id", "patient_id" (str objects), "grade" (N,), "features" (N, C),
-      "logits" (N, 5), "score" (N,)}``.
+      ``{"image_id", "patient_id" (str objects), "grade" (N,), "gradable" (N,) from the
+      records' quality labels (``quality.assessor.gradable_from_labels``; −1 unknown),
+      "features" (N, C), "logits" (N, 5), "score" (N,)}``.
     """
     features_model = feature_model(model)
 
@@ -52,11 +54,14 @@ def extract_features(model: keras.Model, data_dir: str, split: str, resolution: 
         for key in ("features", "logits", "score"):
             columns[key].append(out[key].numpy().astype(np.float32))
         columns["grade"].append(batch["grade"].numpy())
+        columns["gradable"].append(quality_assessor.gradable_from_labels(
+            batch["quality"].numpy(), batch["gradable"].numpy()))
         columns["image_id"] += [_text(v) for v in batch["image_id"].numpy()]
         columns["patient_id"] += [_text(v) for v in batch["patient_id"].numpy()]
     if not columns["grade"]:
         raise FusionError(f"the {split!r} split of {data_dir} holds no image")
-    result = {k: np.concatenate(columns[k]) for k in ("features", "logits", "score", "grade")}
+    result = {k: np.concatenate(columns[k])
+              for k in ("features", "logits", "score", "grade", "gradable")}
     result["image_id"] = np.asarray(columns["image_id"], dtype=object)
     result["patient_id"] = np.asarray(columns["patient_id"], dtype=object)
     return result
@@ -187,8 +192,21 @@ def train_head(train: Dict[str, np.ndarray], validation: Dict[str, np.ndarray],
     return head, history
 
 
+def _gradable_partners(partner: np.ndarray, gradable) -> Tuple[np.ndarray, np.ndarray]:
+    """(fuse, takes_over) per image: fused from both eyes (a partner, and both eyes equally
+    gradable), or ungradable with a gradable partner (it takes the partner's grade)."""
+    paired = partner != NO_PARTNER
+    if gradable is None:
+        return paired, np.zeros(len(partner), bool)
+    ungradable = np.asarray(gradable) == quality_assessor.UNGRADABLE
+    other = np.where(paired, ungradable[np.where(paired, partner, 0)], False)
+    takes_over = paired & ungradable & ~other
+    gives = paired & ~ungradable & other
+    return paired & ~takes_over & ~gives, takes_over
+
+
 def fuse(features: Dict[str, np.ndarray], head: keras.Model, main_cuts: Sequence[float],
-         fused_cuts: Sequence[float]) -> Dict[str, np.ndarray]:
+         fused_cuts: Sequence[float], gradable=None) -> Dict[str, np.ndarray]:
     """Per-eye and fused predictions for every image of a split (one-eye patients fall back).
 
     Args:
@@ -196,26 +214,37 @@ def fuse(features: Dict[str, np.ndarray], head: keras.Model, main_cuts: Sequence
       head: the trained fusion head.
       main_cuts: the main model's thresholds (per-eye grades).
       fused_cuts: the head's thresholds.
+      gradable: optional (N,) int per image, 1 gradable, 0 not, −1 unknown
+        (``quality.assessor``); default ``features["gradable"]`` when present. A patient with
+        one ungradable eye is not fused: the gradable eye keeps its per-eye grade and the
+        ungradable one takes it (``from_other_eye``).
 
     Returns:
       ``{"image_id", "patient_id", "grade", "eye", "paired" (bool: fused from both eyes),
-      "per_eye_score", "per_eye_grade", "per_eye_probabilities", "fused_score", "fused_grade",
-      "fused_probabilities"}``; where ``paired`` is False the fused values equal the per-eye ones.
+      "from_other_eye", "per_eye_score", "per_eye_grade", "per_eye_probabilities",
+      "fused_score", "fused_grade", "fused_probabilities"}``; where ``paired`` is False the fused
+      values equal the per-eye ones (or the other eye's, where ``from_other_eye``).
     """
     partner, eye, patient = pair_eyes(features["image_id"], features.get("patient_id"))
+    if gradable is None:
+        gradable = features.get("gradable")
+    fused_rows, takes_over = _gradable_partners(partner, gradable)
     per_score = np.asarray(features["score"], np.float32)
     per_prob = tf.nn.softmax(features["logits"]).numpy()
     fused_score, fused_prob = per_score.copy(), per_prob.copy()
     fused_grade = rule.apply_thresholds(per_score, main_cuts)
-    rows = np.flatnonzero(partner != NO_PARTNER)
+    rows = np.flatnonzero(fused_rows)
     if rows.size:
         out = head(head_inputs(features["features"], partner, eye, rows), training=False)
         fused_score[rows] = out["score"].numpy()
         fused_prob[rows] = tf.nn.softmax(out["logits"]).numpy()
         fused_grade[rows] = rule.apply_thresholds(fused_score[rows], fused_cuts)
+    over = np.flatnonzero(takes_over)
+    for values in (fused_score, fused_prob, fused_grade):
+        values[over] = values[partner[over]]
     return {"image_id": features["image_id"], "patient_id": patient,
             "grade": np.asarray(features["grade"], np.int64), "eye": eye,
-            "paired": partner != NO_PARTNER, "per_eye_score": per_score,
+            "paired": fused_rows, "from_other_eye": takes_over, "per_eye_score": per_score,
             "per_eye_grade": rule.apply_thresholds(per_score, main_cuts),
             "per_eye_probabilities": per_prob, "fused_score": fused_score,
             "fused_grade": fused_grade, "fused_probabilities": fused_prob}

@@ -21,7 +21,9 @@ grade each eye. This module does that on top of a trained M²CNN without retrain
    validation split decides (early stopping on its loss, step 0 included) how far to move away.
 4. **Grades.** The fused score is cut by four thresholds fitted on validation like
    ``thresholds.fit_thresholds`` does; a patient with one eye only (or, when serving, one eye in
-   which no fundus is found) keeps the main model's per-eye grade for that eye.
+   which no fundus is found) keeps the main model's per-eye grade for that eye. The fusion
+   prefers a gradable eye (``m2cnn_tf.quality``): when one eye is ungradable and the other is
+   not, the gradable eye keeps its per-eye grade and the ungradable one takes it too.
 
 ``<model_dir>/fusion/`` holds ``head.npz`` (the head's weights), ``fusion.json`` (settings,
 thresholds, the checkpoint it was trained on and the kappas measured) and the feature caches;
@@ -43,6 +45,7 @@ from m2cnn_tf import model as m2cnn
 from m2cnn_tf.config import FUSION, NUM_GRADES, FusionConfig  # noqa: F401 (re-exported)
 from m2cnn_tf.data.sources import KAGGLE_ID
 from m2cnn_tf.grading import rule
+from m2cnn_tf.quality import assessor as quality_assessor
 from m2cnn_tf.train import checkpoints
 from m2cnn_tf.util import atomic
 
@@ -66,6 +69,9 @@ EYES = ("left", "right")  # eye index 0 and 1
 
 
 NO_PARTNER = -1
+
+
+PROBABILITIES, GRADABLE = quality_assessor.PROBABILITIES_OUTPUT, quality_assessor.GRADABLE_OUTPUT
 
 
 # The head's named inputs (also its layer names).
@@ -212,20 +218,42 @@ def head_inputs(features: np.ndarray, partner: np.ndarray, eye: np.ndarray,
             EYE: eye[rows].astype(np.float32)}
 
 
+def _other_eye_takes_over(found: tf.Tensor, quality: Dict[str, tf.Tensor],
+                          other_found: tf.Tensor, other_quality: Dict[str, tf.Tensor]):
+    """(B,) bool: an eye whose fundus was found but assessed ungradable, while the other eye's
+    was found and not called ungradable — that eye takes the other eye's grade."""
+    ungradable = found & tf.equal(quality[GRADABLE], quality_assessor.UNGRADABLE)
+    other_ungradable = other_found & tf.equal(other_quality[GRADABLE],
+                                              quality_assessor.UNGRADABLE)
+    return ungradable & other_found & ~other_ungradable
+
+
 def patient_outputs(features_model: keras.Model, head: keras.Model, main_cuts: tf.Tensor,
                     fused_cuts: tf.Tensor, left_images: tf.Tensor, right_images: tf.Tensor,
-                    left_found: tf.Tensor, right_found: tf.Tensor) -> Dict[str, tf.Tensor]:
+                    left_found: tf.Tensor, right_found: tf.Tensor,
+                    left_quality: Optional[Dict[str, tf.Tensor]] = None,
+                    right_quality: Optional[Dict[str, tf.Tensor]] = None
+                    ) -> Dict[str, tf.Tensor]:
     """The ``grade_patient`` outputs for B patients, in the graph (serving.py's endpoint).
 
     Both eyes go through the network as one batch of 2B; where both fundi were found each eye's
     outputs come from the fusion head (``left_fused`` / ``right_fused`` True), where only one
     was found that eye keeps the main model's per-eye outputs and grade, and an eye without a
-    fundus has grades −1 and NaN score and probabilities (as ``serving_default``).
+    fundus has grades −1 and NaN score and probabilities (as ``serving_default``). The fusion
+    prefers a gradable eye: when one eye is assessed ungradable (``gradable`` 0) and the other
+    is not, neither is fused — the gradable eye keeps its per-eye outputs, and the ungradable
+    eye takes them too (``{e}_from_other_eye`` True), so the patient gets the grade of the eye
+    that can be graded.
+
+    Args:
+      left_quality, right_quality: each eye's quality outputs (``quality.assessor``:
+        ``quality_probabilities``, ``gradable``); None: not assessed.
 
     Returns:
       For each eye ``e`` in left, right: ``{e}_probabilities`` (B, 5), ``{e}_score`` (B,),
       ``{e}_grade`` (B,) int32, ``{e}_grade_from_probabilities`` (B,) int32,
-      ``{e}_fundus_found`` (B,) bool, ``{e}_fused`` (B,) bool.
+      ``{e}_fundus_found`` (B,) bool, ``{e}_fused`` (B,) bool, ``{e}_from_other_eye`` (B,) bool,
+      ``{e}_quality_probabilities`` (B, 3), ``{e}_gradable`` (B,) int32.
     """
     images = tf.concat([left_images, right_images], axis=0)
     size = tf.shape(left_images)[0]
@@ -238,35 +266,51 @@ def patient_outputs(features_model: keras.Model, head: keras.Model, main_cuts: t
     features, logits, score = m2cnn.unless_empty(images, run, (
         tf.TensorSpec([None, head.inputs[0].shape[-1]], tf.float32),
         tf.TensorSpec([None, NUM_GRADES], tf.float32), tf.TensorSpec([None], tf.float32)))
-    both = tf.logical_and(left_found, right_found)
-    per_eye = {"left": (features[:size], logits[:size], score[:size], left_found),
-               "right": (features[size:], logits[size:], score[size:], right_found)}
-    nan = tf.constant(float("nan"), tf.float32)
-    result = {}
+    quality = {"left": left_quality or quality_assessor.unassessed_outputs(left_found),
+               "right": right_quality or quality_assessor.unassessed_outputs(right_found)}
+    found = {"left": left_found, "right": right_found}
+    takes_over = {e: _other_eye_takes_over(found[e], quality[e], found[o], quality[o])
+                  for e, o in (("left", "right"), ("right", "left"))}
+    both = left_found & right_found & ~takes_over["left"] & ~takes_over["right"]
+    per_eye = {"left": (features[:size], logits[:size], score[:size]),
+               "right": (features[size:], logits[size:], score[size:])}
+    graded = {}
     for index, (name, other) in enumerate((("left", "right"), ("right", "left"))):
-        own_features, own_logits, own_score, found = per_eye[name]
+        own_features, own_logits, own_score = per_eye[name]
         fused = head({OWN: own_features, OTHER: per_eye[other][0],
                       EYE: tf.fill([size], float(index))}, training=False)
         fused_score = tf.cast(fused["score"], tf.float32)
-        logits_out = tf.where(both[:, None], tf.cast(fused["logits"], tf.float32), own_logits)
-        score_out = tf.where(both, fused_score, own_score)
-        grade = tf.where(both, rule.apply_thresholds_tf(fused_score, fused_cuts),
-                         rule.apply_thresholds_tf(own_score, main_cuts))
+        graded[name] = (tf.where(both[:, None], tf.cast(fused["logits"], tf.float32), own_logits),
+                        tf.where(both, fused_score, own_score),
+                        tf.where(both, rule.apply_thresholds_tf(fused_score, fused_cuts),
+                                 rule.apply_thresholds_tf(own_score, main_cuts)))
+    nan = tf.constant(float("nan"), tf.float32)
+    result = {}
+    for name, other in (("left", "right"), ("right", "left")):
+        over = takes_over[name]
+        logits_out, score_out, grade = (tf.where(over[:, None] if a.shape.rank == 2 else over,
+                                                 b, a)
+                                        for a, b in zip(graded[name], graded[other]))
         probabilities = tf.nn.softmax(logits_out, axis=-1)
         from_probabilities = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+        found_e = found[name]
         result.update({
-            f"{name}_probabilities": tf.where(found[:, None], probabilities, nan),
-            f"{name}_score": tf.where(found, score_out, nan),
-            f"{name}_grade": tf.where(found, grade, -1),
-            f"{name}_grade_from_probabilities": tf.where(found, from_probabilities, -1),
-            f"{name}_fundus_found": found,
+            f"{name}_probabilities": tf.where(found_e[:, None], probabilities, nan),
+            f"{name}_score": tf.where(found_e, score_out, nan),
+            f"{name}_grade": tf.where(found_e, grade, -1),
+            f"{name}_grade_from_probabilities": tf.where(found_e, from_probabilities, -1),
+            f"{name}_fundus_found": found_e,
             f"{name}_fused": both,
+            f"{name}_from_other_eye": over,
+            f"{name}_quality_probabilities": quality[name][PROBABILITIES],
+            f"{name}_gradable": quality[name][GRADABLE],
         })
     return result
 
 
 PATIENT_OUTPUTS = tuple(f"{eye}_{name}" for eye in EYES for name in (
-    "probabilities", "score", "grade", "grade_from_probabilities", "fundus_found", "fused"))
+    "probabilities", "score", "grade", "grade_from_probabilities", "fundus_found", "fused",
+    "from_other_eye", "quality_probabilities", "gradable"))
 
 
 @dataclasses.dataclass

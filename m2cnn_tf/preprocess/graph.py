@@ -38,7 +38,7 @@ JPEG/PNG at all, or whose header exceeds ``max_image_pixels``, or that are trunc
 from __future__ import annotations
 
 import functools
-from typing import Dict, NamedTuple, Sequence, Tuple
+from typing import Dict, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -65,6 +65,12 @@ class Preprocessed(NamedTuple):
     found: tf.Tensor  # bool scalar: a fundus was found (else the images are all γ)
     circle: tf.Tensor  # (3,) float64: cx, cy, radius in the original photograph's pixels
     reduction: tf.Tensor  # int32 scalar: the JPEG DCT reduction decoded at (1 for PNG)
+    # With ``with_disc``: the photograph itself (before Eq. 1) in the disc's square, at the
+    # normalisation size (N, N, 3) uint8, and (N, N) bool: which of its pixels lie inside the
+    # photograph (the square can stick out where the frame cuts the disc off). All zeros and
+    # False when no fundus is found. What image-quality measures read (``m2cnn_tf.quality``).
+    disc: Optional[tf.Tensor] = None
+    disc_inside: Optional[tf.Tensor] = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -789,7 +795,7 @@ def _gamma_image(size: int, config: PreprocessConfig) -> tf.Tensor:
 
 @tf.autograph.experimental.do_not_convert
 def _preprocess(image_bytes: tf.Tensor, sizes: Sequence[int],
-                config: PreprocessConfig = PREPROCESS) -> Preprocessed:
+                config: PreprocessConfig = PREPROCESS, with_disc: bool = False) -> Preprocessed:
     """``fundus.load_normalized(bytes, sizes)`` in graph ops, with the found circle.
 
     Args:
@@ -797,6 +803,8 @@ def _preprocess(image_bytes: tf.Tensor, sizes: Sequence[int],
       sizes: output sides (Python ints ≥ 8); Eq. 1 is computed once at
         ``fundus.normalization_size(sizes)`` and every size resampled from it.
       config: preprocessing constants.
+      with_disc: also return the disc's square before Eq. 1 (``Preprocessed.disc``); the
+        normalised images are the same either way.
 
     Returns:
       A ``Preprocessed``; its circle is in the original photograph's pixels (zeros when no
@@ -833,44 +841,53 @@ def _preprocess(image_bytes: tf.Tensor, sizes: Sequence[int],
     def normalize():
         canvas, inside_frame = _crop_to_disc(small, x0, y0, side, full, config)
         normalized = _apply_eq1(canvas, inside_frame & _circular_mask(full, config), config)
+        disc = (canvas, inside_frame) if with_disc else ()
         return tuple(normalized if s == full else _resample(normalized, s, config)
-                     for s in sizes)
+                     for s in sizes) + disc
 
     def blank():
-        return tuple(_gamma_image(s, config) for s in sizes)
+        disc = ((tf.zeros([full, full, 3], tf.uint8), tf.zeros([full, full], tf.bool))
+                if with_disc else ())
+        return tuple(_gamma_image(s, config) for s in sizes) + disc
 
     outputs = tf.cond(found, normalize, blank)
     images = {s: tf.ensure_shape(out, [s, s, 3]) for s, out in zip(sizes, outputs)}
+    disc = disc_inside = None
+    if with_disc:
+        disc = tf.ensure_shape(outputs[len(sizes)], [full, full, 3])
+        disc_inside = tf.ensure_shape(outputs[len(sizes) + 1], [full, full])
     # NormalizedPhotograph.circle: scaled by original width / decoded width.
     factor = tf.cast(width, _F64) / tf.cast(tf.shape(image)[1], _F64)
     original = tf.stack([(cx + 0.5) * factor - 0.5, (cy + 0.5) * factor - 0.5, r * factor])
     original = tf.where(found, original, tf.zeros([3], _F64))
-    return Preprocessed(images, found, original, reduction)
+    return Preprocessed(images, found, original, reduction, disc, disc_inside)
 
 
 @functools.lru_cache(maxsize=16)
-def _compiled(sizes: Tuple[int, ...], config: PreprocessConfig):
+def _compiled(sizes: Tuple[int, ...], config: PreprocessConfig, with_disc: bool = False):
     """A traced ``_preprocess`` for eager callers (one graph per sizes and config)."""
 
     @tf.function(input_signature=[tf.TensorSpec([], tf.string)], autograph=False)
     def run(image_bytes):
-        result = _preprocess(image_bytes, sizes, config)
+        result = _preprocess(image_bytes, sizes, config, with_disc)
         return ({str(s): image for s, image in result.images.items()}, result.found,
-                result.circle, result.reduction)
+                result.circle, result.reduction, result.disc, result.disc_inside)
 
     return run
 
 
 @tf.autograph.experimental.do_not_convert
 def preprocess_details(image_bytes, sizes: Sequence[int],
-                       config: PreprocessConfig = PREPROCESS) -> Preprocessed:
+                       config: PreprocessConfig = PREPROCESS,
+                       with_disc: bool = False) -> Preprocessed:
     """``_preprocess``, usable eagerly too (then through a cached tf.function)."""
     sizes = fundus.check_sizes(sizes)
     if not tf.executing_eagerly():
-        return _preprocess(image_bytes, sizes, config)
-    images, found, circle, reduction = _compiled(sizes, config)(
+        return _preprocess(image_bytes, sizes, config, with_disc)
+    images, found, circle, reduction, disc, inside = _compiled(sizes, config, with_disc)(
         tf.convert_to_tensor(image_bytes, tf.string))
-    return Preprocessed({s: images[str(s)] for s in sizes}, found, circle, reduction)
+    return Preprocessed({s: images[str(s)] for s in sizes}, found, circle, reduction, disc,
+                        inside)
 
 
 @tf.autograph.experimental.do_not_convert

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from m2cnn_tf.explain import ExplainError, GradCam
 from m2cnn_tf.grading import thresholds
+from m2cnn_tf.quality import assessor as quality_assessor
 from m2cnn_tf.serving import signatures
 from m2cnn_tf.train import checkpoints
 
@@ -24,6 +25,7 @@ class Explainer:
 
     resolution: int
     description: str
+    assessor = None  # the model's quality assessor (``quality.assessor``), if it has one
 
     def explain_normalized(self, images: np.ndarray) -> Dict[str, np.ndarray]:
         """``GradCam`` outputs (see ``OUTPUTS``) as NumPy arrays for (B, r, r, 3) uint8 images."""
@@ -34,6 +36,7 @@ class ModelDirExplainer(Explainer):
     """A training run's checkpoint: ``GradCam`` on the rebuilt Keras model."""
 
     def __init__(self, model_dir: str, checkpoint: str = checkpoints.BEST):
+        self.assessor = quality_assessor.for_run(model_dir)
         model, info = checkpoints.load_trained_model(model_dir, checkpoint)
         self.resolution = int(info["resolution"])
         self.description = f"model_dir {model_dir} ({os.path.basename(info['checkpoint'])})"
@@ -59,7 +62,9 @@ class ExportExplainer(Explainer):
                 "training run again with export.py, or pass the run's folder as --model")
         self._signature = loaded.signatures[signatures.EXPLAIN_SIGNATURE]
         self._loaded = loaded  # the signature needs its object alive
-        self.resolution = int(signatures.read_metadata(self.path)["resolution"])
+        metadata = signatures.read_metadata(self.path)
+        self.resolution = int(metadata["resolution"])
+        self.assessor = signatures.export_assessor(metadata, self.path)
         self.description = f"export {self.path}"
 
     def explain_normalized(self, images):

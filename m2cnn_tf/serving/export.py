@@ -24,7 +24,7 @@ import tensorflow as tf
 from m2cnn_tf import __version__, explain, fusion
 from m2cnn_tf.config import MULTICELL_AUTO, PREDICT_BY_SCORE, PREPROCESS
 from m2cnn_tf.grading import thresholds
-from m2cnn_tf.preprocess import graph as graph_preprocess
+from m2cnn_tf.quality import assessor as quality_assessor
 from m2cnn_tf.serving.signatures import (BYTES_INPUT, EXPLAIN_SIGNATURE, METADATA_DIR,
                                          METADATA_FILE, NORMALIZED_INPUT, NORMALIZED_SIGNATURE,
                                          OUTPUTS, PATIENT_INPUTS, PATIENT_SIGNATURE,
@@ -63,35 +63,44 @@ def add_explain_endpoint(archive: keras.export.ExportArchive, model: keras.Model
 
 
 def add_patient_endpoint(archive: keras.export.ExportArchive, model: keras.Model,
-                         resolution: int, cuts: tf.Tensor, fusion_head) -> None:
+                         resolution: int, cuts: tf.Tensor, fusion_head,
+                         assessor: Optional[quality_assessor.Assessor] = None) -> None:
     """Adds ``grade_patient(left_image_bytes, right_image_bytes: string [None])``.
 
-    Both photographs of B patients are preprocessed in the graph as in ``serving_default``; each
-    eye is graded by the two-eye fusion head (``fusion.patient_outputs``: outputs
-    ``fusion.PATIENT_OUTPUTS``, ``left_*`` and ``right_*``), or by the main model alone when no
-    fundus is found in the other eye.
+    Both photographs of B patients are preprocessed (and assessed) in the graph as in
+    ``serving_default``; each eye is graded by the two-eye fusion head
+    (``fusion.patient_outputs``: outputs ``fusion.PATIENT_OUTPUTS``, ``left_*`` and
+    ``right_*``), or by the main model alone when no fundus is found in the other eye; an
+    ungradable eye of a patient whose other eye is gradable takes the other eye's grade.
 
     Args:
       fusion_head: a ``fusion.FusionHead`` trained on this model's checkpoint.
+      assessor: the quality assessor, or None (eyes not assessed).
     """
     features_model = fusion.feature_model(model)
     archive.track(fusion_head.head)
     fused_cuts = tf.constant(fusion_head.thresholds, tf.float32)
 
     def grade_patient(left_image_bytes, right_image_bytes):
-        left, left_found = graph_preprocess.preprocess_batch(left_image_bytes, resolution)
-        right, right_found = graph_preprocess.preprocess_batch(right_image_bytes, resolution)
+        left, left_found, left_quality = quality_assessor.preprocess_and_assess(
+            left_image_bytes, resolution, assessor)
+        right, right_found, right_quality = quality_assessor.preprocess_and_assess(
+            right_image_bytes, resolution, assessor)
         return fusion.patient_outputs(features_model, fusion_head.head, cuts, fused_cuts,
-                                      left, right, left_found, right_found)
+                                      left, right, left_found, right_found, left_quality,
+                                      right_quality)
 
     archive.add_endpoint(PATIENT_SIGNATURE, grade_patient, input_signature=[
         tf.TensorSpec([None], tf.string, name=name) for name in PATIENT_INPUTS])
 
 
 def build_archive(model: keras.Model, resolution: int, cuts: Sequence[float],
-                  fusion_head=None, prediction: str = PREDICT_BY_SCORE
+                  fusion_head=None, prediction: str = PREDICT_BY_SCORE,
+                  assessor: Optional[quality_assessor.Assessor] = None
                   ) -> keras.export.ExportArchive:
-    """An ExportArchive with both signatures around ``model``, grading by ``prediction``."""
+    """An ExportArchive with both signatures around ``model``, grading by ``prediction``;
+    ``serving_default`` assesses each photograph's quality with ``assessor`` (when given) from
+    the same decode."""
     cuts_tensor = tf.constant(thresholds.check_thresholds(cuts), tf.float32)
     archive = keras.export.ExportArchive()
     archive.track(model)
@@ -100,8 +109,10 @@ def build_archive(model: keras.Model, resolution: int, cuts: Sequence[float],
         return model_outputs(model, images, cuts_tensor, prediction=prediction)
 
     def serve_bytes(image_bytes):
-        images, found = graph_preprocess.preprocess_batch(image_bytes, resolution)
-        return model_outputs(model, images, cuts_tensor, found, prediction)
+        images, found, quality = quality_assessor.preprocess_and_assess(image_bytes,
+                                                                        resolution, assessor)
+        return model_outputs(model, images, cuts_tensor, found, quality=quality,
+                             prediction=prediction)
 
     archive.add_endpoint(NORMALIZED_SIGNATURE, predict_normalized, input_signature=[
         tf.TensorSpec([None, resolution, resolution, 3], tf.uint8, name=NORMALIZED_INPUT)])
@@ -109,7 +120,7 @@ def build_archive(model: keras.Model, resolution: int, cuts: Sequence[float],
         tf.TensorSpec([None], tf.string, name=BYTES_INPUT)])
     add_explain_endpoint(archive, model, resolution, cuts_tensor)
     if fusion_head is not None:
-        add_patient_endpoint(archive, model, resolution, cuts_tensor, fusion_head)
+        add_patient_endpoint(archive, model, resolution, cuts_tensor, fusion_head, assessor)
     return archive
 
 
@@ -151,7 +162,8 @@ def _new_version_folder(export_dir: str, version: Optional[int]) -> str:
 
 
 def export_metadata(info: Dict, cuts: Sequence[float], cuts_source: str,
-                    fusion_info: Union[Dict, str]) -> Dict:
+                    fusion_info: Union[Dict, str],
+                    assessor: Optional[quality_assessor.Assessor] = None) -> Dict:
     """What ``assets.extra/m2cnn_metadata.json`` records about an export.
 
     Args:
@@ -160,6 +172,7 @@ def export_metadata(info: Dict, cuts: Sequence[float], cuts_source: str,
       cuts_source: the thresholds file they came from, or "rounding".
       fusion_info: the fusion head's description (a dict: the export has ``grade_patient``)
         or why there is none (a string).
+      assessor: the quality assessor built into ``serving_default``, or None.
 
     Returns:
       The metadata, JSON-serialisable.
@@ -191,6 +204,10 @@ def export_metadata(info: Dict, cuts: Sequence[float], cuts_source: str,
         "outputs": list(OUTPUTS),
         "no_fundus": "fundus_found False, grades -1, score and probabilities NaN",
         "fusion": fusion_info,
+        "quality": {"description": quality_assessor.describe(assessor),
+                    "gradable": "1 when P(Reject) < reject_threshold, 0 when not or without a "
+                                "fundus, -1 not assessed",
+                    "assessor": assessor.to_json() if assessor is not None else None},
     }
 
 
@@ -209,14 +226,18 @@ def write_export(archive: keras.export.ExportArchive, metadata: Dict, target: st
 
 
 def export_saved_model(model_dir: str, export_dir: str, version: Optional[int] = None,
-                       checkpoint: str = checkpoints.BEST) -> str:
+                       checkpoint: str = checkpoints.BEST,
+                       quality_model: Optional[str] = None) -> str:
     """Exports a training run's checkpoint as ``export_dir/<version>``.
 
     Args:
-      model_dir: the training run (config.json, checkpoints, optional thresholds.json).
+      model_dir: the training run (config.json, checkpoints, optional thresholds.json and
+        quality.json).
       export_dir: TF Serving's base path for this model.
       version: integer version; default one above the highest present.
       checkpoint: "best" or "latest".
+      quality_model: a quality assessor file (``quality.py fit``); default the run's
+        ``quality.json`` if it has one, else the export does not assess quality.
 
     Returns:
       The written version folder.
@@ -224,12 +245,15 @@ def export_saved_model(model_dir: str, export_dir: str, version: Optional[int] =
     Raises:
       ExportError: the version exists already, or ``version`` is not a positive integer.
       FileNotFoundError: no such run or checkpoint (naming what exists).
+      quality.assessor.AssessorError: an unusable quality assessor file.
     """
     target = _new_version_folder(export_dir, version)
+    assessor = (quality_assessor.load(quality_model) if quality_model
+                else quality_assessor.for_run(model_dir))
     model, info = checkpoints.load_trained_model(model_dir, checkpoint)
     cuts, cuts_source = thresholds.load_thresholds(model_dir)
     fusion_head, fusion_info = _fusion_head(model_dir, model)
-    metadata = export_metadata(info, cuts, cuts_source, fusion_info)
+    metadata = export_metadata(info, cuts, cuts_source, fusion_info, assessor)
     write_export(build_archive(model, int(info["resolution"]), cuts, fusion_head,
-                               metadata["prediction"]), metadata, target)
+                               metadata["prediction"], assessor), metadata, target)
     return target

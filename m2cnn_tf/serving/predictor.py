@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from m2cnn_tf.preprocess import fundus, graph as graph_preprocess, image_io
 from m2cnn_tf.grading import thresholds
+from m2cnn_tf.quality import assessor as quality_assessor, measures as quality_measures
 from m2cnn_tf.train import checkpoints
 from m2cnn_tf.serving import signatures
 from m2cnn_tf.config import PreprocessConfig
@@ -52,12 +53,18 @@ def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
         yield items[start:start + size]
 
 
+QUALITY_OUTPUTS = (quality_assessor.PROBABILITIES_OUTPUT, quality_assessor.GRADABLE_OUTPUT)
+
+
 def mask_not_found(outputs: Dict[str, np.ndarray], found) -> Dict[str, np.ndarray]:
     """The serving convention for photographs without a fundus, in NumPy: grades −1, score and
-    probabilities NaN, ``fundus_found`` False (``signatures.model_outputs`` does it in the graph)."""
+    probabilities NaN, ``fundus_found`` False (``signatures.model_outputs`` does it in the graph).
+    The quality outputs keep their own convention (``quality.assessor``) and are left as given."""
     found = np.asarray(found, bool)
     outputs = dict(outputs)
     for key, value in outputs.items():
+        if key in QUALITY_OUTPUTS:
+            continue
         value = np.asarray(value)
         where = found.reshape((-1,) + (1,) * (value.ndim - 1))
         if key == "fundus_found":
@@ -75,6 +82,8 @@ class NormalizedChunk:
 
     ``images[i]`` (with ``found[i]``) is the normalised disc of ``readable[i]``; every other
     path of the chunk has its reason in ``errors``; ``paths`` keeps the chunk's order.
+    ``quality`` holds the photographs' quality outputs (``quality.assessor``), measured on the
+    photographs themselves — the normalised discs no longer show their light and focus.
     """
 
     paths: List[str]
@@ -82,6 +91,7 @@ class NormalizedChunk:
     images: np.ndarray  # (k, r, r, 3) uint8
     found: np.ndarray  # (k,) bool: False when the photograph shows no fundus (export only)
     errors: Dict[str, str]
+    quality: Optional[Dict[str, np.ndarray]] = None  # {output: (k, …)}; None: not assessed
 
 
 class Predictor:
@@ -90,6 +100,7 @@ class Predictor:
     resolution: int
     description: str
     metadata: Dict
+    assessor: Optional[quality_assessor.Assessor] = None  # assesses photographs' quality
 
     def predict_normalized(self, images: np.ndarray, found=None) -> Dict[str, np.ndarray]:
         """The serving outputs for (B, r, r, 3) uint8 normalised discs; rows whose ``found`` is
@@ -110,6 +121,7 @@ class Predictor:
         results = {path: (None, error) for path, error in chunk.errors.items()}
         if chunk.readable:
             outputs = self.predict_normalized(chunk.images, chunk.found)
+            outputs.update(chunk.quality or quality_assessor.assess(None, None, chunk.found))
             for i, path in enumerate(chunk.readable):
                 results[path] = (_unbatch(outputs, i), None)
         for path in chunk.paths:
@@ -134,6 +146,9 @@ class ExportPredictor(Predictor):
         known = {f.name for f in dataclasses.fields(PreprocessConfig)}
         self.preprocess_config = PreprocessConfig(**{
             k: v for k, v in self.metadata.get("preprocessing", {}).items() if k in known})
+        # The assessor built into serving_default, for the photographs ``normalized_files``
+        # preprocesses (test-time augmentation) — the same measures, the same arithmetic.
+        self.assessor = signatures.export_assessor(self.metadata, self.path)
 
     def predict_normalized(self, images, found=None):
         images = tf.convert_to_tensor(np.asarray(images, np.uint8))
@@ -152,35 +167,51 @@ class ExportPredictor(Predictor):
         return readable, errors
 
     def _preprocess(self, encoded: List[bytes]):
-        images, found = graph_preprocess.preprocess_batch(
-            tf.constant(encoded, tf.string), self.resolution, self.preprocess_config)
-        return images.numpy(), found.numpy()
+        """(images, found, quality outputs) of encoded photographs, as serving_default sees
+        them (the in-graph preprocessing; measured when the export has an assessor)."""
+        batch = tf.constant(encoded, tf.string)
+        if self.assessor is None:
+            images, found = graph_preprocess.preprocess_batch(batch, self.resolution,
+                                                              self.preprocess_config)
+            return images.numpy(), found.numpy(), quality_assessor.assess(None, None,
+                                                                          found.numpy())
+        images, found, values = quality_measures.preprocess_and_measure(
+            batch, self.resolution, self.preprocess_config)
+        return images.numpy(), found.numpy(), self.assessor.assess(values.numpy(),
+                                                                   found.numpy())
+
+    def _preprocess_each(self, readable, errors):
+        """``_preprocess`` one file at a time, so the one the decoder refuses fails alone."""
+        kept, parts = [], []
+        for path, data in readable:
+            try:
+                parts.append(self._preprocess([data]))
+                kept.append((path, data))
+            except tf.errors.InvalidArgumentError as e:
+                errors[path] = f"could not be decoded ({_decoder_error(e)})"
+        if not parts:
+            return kept, None
+        images, found = (np.concatenate([p[i] for p in parts]) for i in range(2))
+        quality = {k: np.concatenate([p[2][k] for p in parts]) for k in parts[0][2]}
+        return kept, (images, found, quality)
 
     def normalized_files(self, paths, batch_size=8):
         """The in-graph preprocessing (``graph_preprocess``, what serving_default runs)."""
         size = self.resolution
         for chunk in _chunks(list(paths), batch_size):
             readable, errors = self._read(chunk)
-            images = np.zeros((0, size, size, 3), np.uint8)
-            found = np.zeros((0,), bool)
+            result = None
             if readable:
                 try:
-                    images, found = self._preprocess([d for _, d in readable])
+                    result = self._preprocess([d for _, d in readable])
                 except tf.errors.InvalidArgumentError:
-                    # as in predict_files: the one file the decoder refuses fails alone
-                    kept, pictures, flags_found = [], [], []
-                    for path, data in readable:
-                        try:
-                            image, one_found = self._preprocess([data])
-                            kept.append((path, data))
-                            pictures.append(image[0])
-                            flags_found.append(one_found[0])
-                        except tf.errors.InvalidArgumentError as e:
-                            errors[path] = f"could not be decoded ({_decoder_error(e)})"
-                    readable = kept
-                    if pictures:
-                        images, found = np.stack(pictures), np.asarray(flags_found, bool)
-            yield NormalizedChunk(list(chunk), [p for p, _ in readable], images, found, errors)
+                    readable, result = self._preprocess_each(readable, errors)
+            if result is None:
+                result = (np.zeros((0, size, size, 3), np.uint8), np.zeros((0,), bool),
+                          quality_assessor.assess(None, None, np.zeros((0,), bool)))
+            images, found, quality = result
+            yield NormalizedChunk(list(chunk), [p for p, _ in readable], images, found, errors,
+                                  quality)
 
     def predict_bytes(self, encoded: List[bytes]) -> Dict[str, np.ndarray]:
         return _numpy(self._bytes(**{signatures.BYTES_INPUT: tf.constant(encoded, tf.string)}))
@@ -212,6 +243,7 @@ class ModelDirPredictor(Predictor):
     """A training run's checkpoint with the offline (builder) preprocessing."""
 
     def __init__(self, model_dir: str, checkpoint: str = checkpoints.BEST):
+        self.assessor = quality_assessor.for_run(model_dir)
         self.model, info = checkpoints.load_trained_model(model_dir, checkpoint)
         self.resolution = int(info["resolution"])
         cuts, source = thresholds.load_thresholds(model_dir)
@@ -221,7 +253,7 @@ class ModelDirPredictor(Predictor):
         prediction = signatures.prediction_of(info)
         self._predict = tf.function(
             lambda images, found: signatures.model_outputs(self.model, images, self._cuts, found,
-                                                           prediction),
+                                                           prediction=prediction),
             reduce_retracing=True)
 
     def predict_normalized(self, images, found=None):
@@ -232,7 +264,8 @@ class ModelDirPredictor(Predictor):
 
     def normalized_files(self, paths, batch_size=8):
         """The builder's preprocessing (``fundus.load_normalized``); a photograph without a
-        fundus is an error for that file."""
+        fundus is an error for that file. With the run's quality assessor, the photographs
+        are measured by the export's graph (``quality.measures``)."""
         size = self.resolution
         for chunk in _chunks(list(paths), batch_size):
             images, ok, errors = [], [], {}
@@ -245,7 +278,21 @@ class ModelDirPredictor(Predictor):
                 except fundus.NoFundusError as e:
                     errors[path] = str(e).replace(f"{path}: ", "", 1)
             stacked = np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)
-            yield NormalizedChunk(list(chunk), ok, stacked, np.ones(len(ok), bool), errors)
+            found = np.ones(len(ok), bool)
+            yield NormalizedChunk(list(chunk), ok, stacked, found, errors,
+                                  self._assess(ok, found))
+
+    def _assess(self, paths: Sequence[str], found) -> Dict[str, np.ndarray]:
+        """The quality outputs of photograph files (not assessed without an assessor)."""
+        if self.assessor is None or not len(paths):
+            return quality_assessor.assess(None, None, found)
+        encoded = [image_io.read_file_bytes(p) for p in paths]
+        try:
+            values, measured = quality_measures.measure_encoded(encoded)
+        except tf.errors.InvalidArgumentError:
+            # OpenCV read it but TensorFlow's decoder refuses it: graded, not assessed
+            return quality_assessor.assess(None, None, found)
+        return self.assessor.assess(values, measured)
 
 
 def open_predictor(path: str, checkpoint: str = checkpoints.BEST) -> Predictor:

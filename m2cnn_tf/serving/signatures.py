@@ -13,9 +13,18 @@ Signatures:
 Both return ``probabilities`` [None, 5], ``score`` [None], ``grade`` [None] int32 (the score cut
 by the exported thresholds: ``grading.rule``; for a run trained with cross-entropy only, whose
 score head is untrained, the argmax of the probabilities — the metadata's ``prediction`` says
-which), ``grade_from_probabilities`` [None] int32 and ``fundus_found`` [None] bool. A photograph in which no fundus is found is not an error (one bad
+which), ``grade_from_probabilities`` [None] int32, ``fundus_found`` [None] bool,
+``quality_probabilities`` [None, 3] (P(Good), P(Usable), P(Reject), EyeQ's scale) and
+``gradable`` [None] int32. A photograph in which no fundus is found is not an error (one bad
 photograph must not fail a batch): its ``fundus_found`` is False, both grades are −1 and
 ``score`` and ``probabilities`` are NaN.
+  Quality (``m2cnn_tf.quality``): ``gradable`` is 1 when the export's quality assessor puts
+P(Reject) below its operating point (recorded in the metadata), 0 when not — and 0 for a
+photograph without a fundus, whose ``quality_probabilities`` are (0, 0, 1) — and −1 (not
+assessed) when the export has no assessor (then ``quality_probabilities`` are NaN) or the input
+was already normalised (``predict_normalized``: the light and focus of the photograph are gone).
+The grade is given whatever the quality: a client that wants to skip ungradable photographs
+skips ``gradable == 0``.
   explain_normalized(images: uint8 [None, r, r, 3]) — Grad-CAM maps of normalised images
 (``explain.OUTPUTS``; ``python explain.py``).
   grade_patient(left_image_bytes, right_image_bytes: string [None]) — only when the run has a
@@ -35,6 +44,7 @@ import tensorflow as tf
 from m2cnn_tf import model as m2cnn
 from m2cnn_tf.config import NUM_GRADES, PREDICT_BY_PROBABILITIES, PREDICT_BY_SCORE
 from m2cnn_tf.grading import rule
+from m2cnn_tf.quality import assessor as quality_assessor
 from m2cnn_tf.train import checkpoints
 
 
@@ -60,7 +70,8 @@ BYTES_INPUT = "image_bytes"
 NORMALIZED_INPUT = "images"
 
 
-OUTPUTS = ("probabilities", "score", "grade", "grade_from_probabilities", "fundus_found")
+OUTPUTS = ("probabilities", "score", "grade", "grade_from_probabilities", "fundus_found",
+           quality_assessor.PROBABILITIES_OUTPUT, quality_assessor.GRADABLE_OUTPUT)
 
 
 METADATA_DIR = "assets.extra"  # TF Serving's place for files that travel with a model
@@ -80,10 +91,16 @@ def prediction_of(metadata: Dict) -> str:
 
 def model_outputs(model: keras.Model, images: tf.Tensor, cuts: tf.Tensor,
                   found: Optional[tf.Tensor] = None,
+                  quality: Optional[Dict[str, tf.Tensor]] = None,
                   prediction: str = PREDICT_BY_SCORE) -> Dict[str, tf.Tensor]:
-    """The serving outputs for a batch of normalised images (see the module docstring);
-    ``grade`` is the score cut by ``cuts``, or with ``prediction=PREDICT_BY_PROBABILITIES`` the
-    argmax of the probabilities."""
+    """The serving outputs for a batch of normalised images (see the module docstring).
+
+    Args:
+      quality: the photographs' quality outputs (``quality.assessor``); without them the
+        images are not assessed (NaN, −1).
+      prediction: ``grade`` is the score cut by ``cuts``, or with
+        ``PREDICT_BY_PROBABILITIES`` the argmax of the probabilities.
+    """
     def run():
         out = model(images, training=False)
         return tf.cast(out["logits"], tf.float32), tf.cast(out["score"], tf.float32)
@@ -97,6 +114,8 @@ def model_outputs(model: keras.Model, images: tf.Tensor, cuts: tf.Tensor,
         grade = from_probabilities
     if found is None:
         found = tf.ones_like(grade, dtype=tf.bool)
+    if quality is None:
+        quality = quality_assessor.unassessed_outputs(found)
     nan = tf.constant(float("nan"), tf.float32)
     return {
         "probabilities": tf.where(found[:, None], probabilities, nan),
@@ -104,6 +123,7 @@ def model_outputs(model: keras.Model, images: tf.Tensor, cuts: tf.Tensor,
         "grade": tf.where(found, grade, NOT_GRADED),
         "grade_from_probabilities": tf.where(found, from_probabilities, NOT_GRADED),
         "fundus_found": found,
+        **quality,
     }
 
 
@@ -129,6 +149,12 @@ def resolve_export(path: str) -> str:
 def read_metadata(version_dir: str) -> Dict:
     with open(os.path.join(version_dir, METADATA_DIR, METADATA_FILE)) as f:
         return json.load(f)
+
+
+def export_assessor(metadata: Dict, version_dir: str) -> Optional[quality_assessor.Assessor]:
+    """The quality assessor an export was built with (its metadata's), or None."""
+    data = (metadata.get("quality") or {}).get("assessor")
+    return quality_assessor.from_json(data, f"in {version_dir}") if data else None
 
 
 def is_export(path: str) -> bool:

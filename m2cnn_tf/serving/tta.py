@@ -117,6 +117,9 @@ def combine(view_outputs: List[Dict[str, np.ndarray]], cuts: Sequence[float],
         "fundus_found": found,
         STD_OUTPUT: scores.std(axis=0).astype(np.float32),
     }
+    # The quality of a photograph does not depend on the view: passed through as given.
+    outputs.update({k: view_outputs[0][k] for k in predictors.QUALITY_OUTPUTS
+                    if k in view_outputs[0]})
     return predictors.mask_not_found(outputs, found)
 
 
@@ -133,6 +136,7 @@ class TTAPredictor(predictors.Predictor):
         self.num_views = check_num_views(num_views)
         self.views = VIEWS[self.num_views]
         self.resolution = base.resolution
+        self.assessor = base.assessor  # quality is the photograph's, whatever the view
         self.metadata = {**base.metadata, "tta_views": [v.name for v in self.views]}
         self.description = f"{base.description}, TTA ×{self.num_views}"
         self.cuts = tuple(base.metadata["thresholds"])

@@ -1,0 +1,1 @@
+"""Image quality: is a photograph gradable, before it is graded (``measures``, ``assessor``)."""
