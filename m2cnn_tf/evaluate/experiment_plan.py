@@ -362,4 +362,4 @@ def format_plan(c: ExperimentConfig, plan: List[PlannedRun],
 
 def _paper_hours_text(row: Dict) -> str:
     return "; ".join(f"{p['label']} (step {p['step']}): est. {p['estimated_gpu_hours']:.1f} h, "
-                     f"paper {p['paper_hours']:g} h" for p in row["fig4_points"])
+                     f"paper {p['paper_hours']:.1f} h" for p in row["fig4_points"])

@@ -221,7 +221,7 @@ def fig4_markdown(results: Dict) -> str:
         kappa = "—" if p["kappa"] is None else f"{p['kappa']:.3f}"
         hours = "—" if p["hours"] is None else f"{p['hours']:.3f}"
         lines.append(f"| {p['label']} | {p['run']} | {p['cumulative_step']} | {kappa} | {hours} "
-                     f"| {estimates[p['label']]:.1f} (estimate) | {p['paper_hours']:g} |")
+                     f"| {estimates[p['label']]:.1f} (estimate) | {p['paper_hours']:.1f} |")
     lines += ["", "Hours here: training and validation time on this machine from metrics.jsonl "
               "(start-up, checkpoints and pauses not counted). Est. GPU hours: see the plan's "
               "assumptions in results.json."]

@@ -159,7 +159,7 @@ class Panel:
     points: Sequence[Point] = ()
 
 
-PANEL_GAP = 0.6  # inches between two panels of ``panels_figure`` (room for the y tick labels)
+PANEL_GAP = 1.0  # inches between two panels of ``panels_figure``: the next one's y labels
 
 
 def panels_figure(panels: Sequence[Panel], title: str, y_label: str,
@@ -182,7 +182,9 @@ def panels_figure(panels: Sequence[Panel], title: str, y_label: str,
     figure = Figure(figsize=(total, height), dpi=DPI)
     FigureCanvasAgg(figure)
     figure.subplots_adjust(left=left / total, right=1 - right / total, bottom=bottom / height,
-                           top=1 - top / height, wspace=PANEL_GAP / (width - left - right))
+                           top=1 - top / height,
+                           wspace=PANEL_GAP * len(panels) / (total - left - right
+                                                             - PANEL_GAP * (len(panels) - 1)))
     for i, panel in enumerate(panels):
         axes = figure.add_subplot(1, len(panels), i + 1)
         for curve in panel.curves:
