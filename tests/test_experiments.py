@@ -141,13 +141,21 @@ def test_dry_run_prints_each_plan_with_estimated_and_paper_hours():
             > table2["basenet_mt_448"]["gflops_per_image"])
 
 
+def test_only_plans_the_runs_named_and_those_they_start_from():
+    plan = experiment_plan.plan_experiment(ExperimentConfig(
+        experiment="table2", only=("basenet_mt_720", "paper_448"), dry_run=True))
+    assert [r.name for r in plan] == ["basenet_mt_720", "paper_224", "paper_448"]
+
+
 def test_bad_settings_are_named():
     for changes, message in (({"scale": 0.0}, "--scale must be > 0"),
                              ({"resolutions": ("720-128",)}, "is not PAPER:SIZE"),
                              ({"resolutions": ("300:128",)}, "not one of the paper's sizes"),
                              ({"variant": "huge"}, "--variant='huge'"),
                              ({"experiment": "fig4", "scale": 1e-5}, "use a larger --scale"),
-                             ({"dry_run": False}, "--data_dir is required")):
+                             ({"dry_run": False}, "--data_dir is required"),
+                             ({"only": ("basenet_ce_720",)}, "--only: basenet_ce_720 not in "
+                                                             "table3")):
         settings = dataclasses.replace(ExperimentConfig(dry_run=True), **changes)
         with pytest.raises(experiments.ExperimentError, match=re.escape(message)):
             experiments.run_experiment(settings, echo=lambda _: None)

@@ -71,6 +71,9 @@ class ExperimentConfig:
     deterministic: bool = setting(
         True, "Repeatable runs (TensorFlow op determinism, a fixed data order and augmentation; "
         "slower); the tables say whether each run was.")
+    only: Tuple[str, ...] = setting(
+        (), "Run only these of the experiment's presets (with the runs they start from), e.g. "
+        "one column of Table II; the table's other cells stay empty.")
     bootstrap: int = setting(
         stats.NUM_RESAMPLES, "Bootstrap resamples (of patients) for the 95 % intervals of the "
         "tables; 0 for none.")
@@ -192,6 +195,12 @@ def plan_experiment(c: ExperimentConfig) -> List[PlannedRun]:
     """
     check_experiment_config(c)
     names = config.experiment_presets(c.experiment)
+    unknown = [name for name in c.only if name not in names]
+    if unknown:
+        raise ValueError(f"--only: {', '.join(unknown)} not in {c.experiment}, whose runs are "
+                         f"{', '.join(names)}")
+    if c.only:
+        names = config.preset_lineage(c.only)
     configs = {name: run_config(name, c) for name in names}
     points = config.PAPER_EXPERIMENTS["fig4"]
     plan = []
