@@ -1,7 +1,8 @@
-"""Reproduce the paper's experiments — Table II, Table III, Fig. 4 — each one command, at any scale.
+r"""Reproduce the paper's Table II, Table III and Fig. 4, each one command, at any scale.
 
   python experiments.py --experiment=table3 --data_dir=tfrecords/eyepacs --dry_run
   python experiments.py --experiment=table3 --data_dir=tfrecords/eyepacs
+  python experiments.py --experiment=table2 --only=paper_224,basenet_mt_448,basenet_mt_720 ...
   python experiments.py --experiment=fig4 --data_dir=tfrecords/synthetic --variant=tiny \
       --init=none --scale=0.001
 

@@ -347,8 +347,9 @@ def format_plan(c: ExperimentConfig, plan: List[PlannedRun],
     """The plan as printed: a header (experiment, data, scale, the estimate's assumptions) and
     one line per run."""
     lines = [
-        f"experiment {c.experiment}: {len(plan)} runs in {os.path.join(output_dir_of(c), RUNS_FOLDER)}"
-        f" (data: {c.data_dir or '—'}; scale {c.scale:g} of the paper's steps; "
+        f"experiment {c.experiment}: {len(plan)} runs in "
+        f"{os.path.join(output_dir_of(c), RUNS_FOLDER)} (data: {c.data_dir or '—'}; scale "
+        f"{c.scale:g} of the paper's steps; "
         f"{'deterministic' if c.deterministic else 'not deterministic'})",
         f"GPU hours are an estimate: {config.TRAINING_FLOPS_PER_FORWARD:g} × forward FLOPs per "
         f"image × batch × steps at an assumed {sustained_tflops():.1f} TFLOP/s sustained "

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -293,7 +293,7 @@ def write_outputs(results: Dict, output_dir: str, plan: List[PlannedRun]) -> Dic
     return paths
 
 
-def summary_text(results: Dict) -> Optional[str]:
+def summary_text(results: Dict) -> str:
     """What the runner prints at the end: the table, or Fig. 4's points."""
     if results["experiment"] == "fig4":
         return fig4_markdown(results)
