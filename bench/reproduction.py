@@ -23,7 +23,6 @@ estimate in BENCHMARKS.md, "Miniature reproduction", with the run that measured 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import platform
@@ -31,6 +30,8 @@ import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -48,18 +49,15 @@ TABLE2_RUNS = ("paper_224", "basenet_mt_448", "basenet_mt_720", "paper_448", "pa
 VALIDATION_SHARE, TEST_SHARE = 0.2, 0.2
 
 
-def _arguments():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output_dir", default="reproduction")
-    parser.add_argument("--scale", type=float, default=0.004,
-                        help="× the paper's step counts (0.004: 80 steps for 20k)")
-    parser.add_argument("--batch_size", type=int, default=4)
-    parser.add_argument("--eval_every_steps", type=int, default=16)
-    parser.add_argument("--num_images", type=int, default=200,
-                        help="synthetic photographs, both eyes of num_images / 2 patients")
-    parser.add_argument("--bootstrap", type=int, default=stats.NUM_RESAMPLES)
-    parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args()
+flags.DEFINE_string("output_dir", "reproduction", "The data, the runs and the tables.")
+flags.DEFINE_float("scale", 0.004, "× the paper's step counts (0.004: 80 steps for 20k).")
+flags.DEFINE_integer("batch_size", 4, "Global batch of every run.")
+flags.DEFINE_integer("eval_every_steps", 16, "Validation every this many steps of each run.")
+flags.DEFINE_integer("num_images", 200, "Synthetic photographs: both eyes of half as many "
+                     "patients.")
+flags.DEFINE_integer("bootstrap", stats.NUM_RESAMPLES, "Bootstrap resamples for the intervals.")
+flags.DEFINE_integer("seed", 0, "Seed of the photographs and the build.")
+FLAGS = flags.FLAGS
 
 
 def _split(patient: int, patients: int) -> str:
@@ -83,8 +81,10 @@ def build_data(data_dir: str, num_images: int, seed: int) -> None:
                   {"kind": "synthetic", "num_images": num_images}, quiet=True)
 
 
-def main() -> int:
-    args = _arguments()
+def main(argv) -> int:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    args = FLAGS
     memory.configure_process_for_image_work()
     distribution.run_ops_one_at_a_time()  # deterministic runs: before TensorFlow starts
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, load "
@@ -110,4 +110,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    app.run(main)
