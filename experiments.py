@@ -21,8 +21,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chat
 
 from absl import app, flags, logging  # noqa: E402
 
-from m2cnn_tf.evaluate import experiment_plan  # noqa: E402
-from m2cnn_tf.util import config_flags, memory  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from m2cnn_tf.evaluate import experiment_plan, experiments  # noqa: E402
+from m2cnn_tf.train import loop as training  # noqa: E402
+from m2cnn_tf.util import config_flags, locking, memory  # noqa: E402
 
 FLAGS = flags.FLAGS
 # One flag per ExperimentConfig field made with config.setting.
@@ -38,11 +41,11 @@ def main(argv):
                                                   experiment_plan.EXPERIMENT)
     except ValueError as e:
         sys.exit(f"experiments.py: {e}")
-    from m2cnn_tf.evaluate import experiments
-    from m2cnn_tf.train import loop as training
-    from m2cnn_tf.util import locking
-
     logging.set_verbosity(logging.WARNING)  # TensorFlow's per-checkpoint INFO lines
+    # Every run builds its own step and prediction functions, which TensorFlow counts as
+    # retracings of one function and warns about after a few runs: not a fault here.
+    tf.get_logger().addFilter(lambda record: "triggered tf.function retracing"
+                              not in record.getMessage())
     memory.configure_process_for_image_work()  # for the augmenting input pipeline
     try:
         experiments.run_experiment(settings, quiet=FLAGS.quiet)
