@@ -37,7 +37,7 @@ DATA = os.path.join(os.path.dirname(REPO), "shared", "data", "eyepacs_1024")
 
 from m2cnn_tf.quality import evaluation, fitting, measures, workflow  # noqa: E402
 from m2cnn_tf.quality import synthetic as degraded  # noqa: E402
-from m2cnn_tf.quality.settings import QUALITY, REJECT  # noqa: E402
+from m2cnn_tf.config import QUALITY, REJECT  # noqa: E402
 
 
 flags.DEFINE_string("images_dir", os.path.join(DATA, "images"), "The labelled photographs.")
