@@ -15,10 +15,10 @@ pass (this machine's speed drifts over seconds); the ratio printed is the median
 passes of ours / the TFDS pass timed next to it, and images/s the best pass. The end-to-end
 builder (records written to disk) is timed too.
 
-    python bench/build.py [--repeats 5] [--images DIR]
+    python bench/build.py [--repeats=5] [--images=DIR]
 """
 
-import argparse
+from absl import app, flags
 import glob
 import io
 import multiprocessing
@@ -36,6 +36,11 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_IMAGES = REPO.parent / "shared" / "data" / "eyepacs_fullres" / "images"
 SIZES = (224, 448, 720)
 TFDS_RADIUS = 300
+
+
+flags.DEFINE_string("images", str(DEFAULT_IMAGES), "A folder of .jpeg photographs.")
+flags.DEFINE_integer("repeats", 5, "Passes per measurement.")
+FLAGS = flags.FLAGS
 
 
 def _init_tfds():
@@ -127,25 +132,22 @@ def _builder_rate(images_dir, repeats):
     return best
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--images", default=str(DEFAULT_IMAGES))
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
-    files = sorted(glob.glob(os.path.join(args.images, "*.jpeg")))
+def main(argv):
+    del argv
+    files = sorted(glob.glob(os.path.join(FLAGS.images, "*.jpeg")))
     if not files:
-        sys.exit(f"no .jpeg photographs in {args.images}")
+        sys.exit(f"no .jpeg photographs in {FLAGS.images}")
     cores = os.cpu_count() or 1
     print(f"machine: {platform.processor() or platform.machine()}, {cores} cores, "
-          f"Python {platform.python_version()}; {len(files)} photographs from {args.images}")
+          f"Python {platform.python_version()}; {len(files)} photographs from {FLAGS.images}")
     rows = []
     for label, workers in (("per core (1 process)", 1), (f"all cores ({cores} processes)", cores)):
-        rates = _paired_rates(files, args.repeats, workers)
+        rates = _paired_rates(files, FLAGS.repeats, workers)
         paired = lambda side: statistics.median(
             m / t for m, t in zip(rates["ours"], rates[side]))
         rows.append((label, max(rates["tfds"]), max(rates["ours"]), paired("tfds"),
                      max(rates["tfds_tuned"]), paired("tfds_tuned")))
-    print(f"\nimages/s: best of {args.repeats} passes; ratio: median over the passes of ours / "
+    print(f"\nimages/s: best of {FLAGS.repeats} passes; ratio: median over the passes of ours / "
           f"the TFDS pass timed next to it")
     print(f"\n{'':<26}{'TFDS btgraham':>15}{'ours':>12}{'ratio':>8}"
           f"{'TFDS + malloc':>16}{'ratio':>8}")
@@ -153,10 +155,10 @@ def main():
     for label, theirs, mine, ratio, tuned, tuned_ratio in rows:
         print(f"{label:<26}{theirs:>9.1f} img/s{mine:>6.1f} img/s{ratio:>7.2f}×"
               f"{tuned:>10.1f} img/s{tuned_ratio:>7.2f}×")
-    end_to_end = _builder_rate(args.images, max(1, args.repeats - 1))
+    end_to_end = _builder_rate(FLAGS.images, max(1, FLAGS.repeats - 1))
     print(f"\nbuild_tfrecords end to end (workers + TFRecord writing, all cores): "
           f"{end_to_end:.1f} img/s = {end_to_end / rows[1][1]:.2f}× TFDS on all cores")
 
 
 if __name__ == "__main__":
-    main()
+    app.run(main)

@@ -13,10 +13,10 @@ Each format runs in its own spawned worker process, set up as the builder's work
 ratio printed is the median over the passes of PNG time / the JPEG pass timed next to it.
 Decoding alone (``image_io``) is timed the same way, in this process.
 
-    python bench/build_png.py [--repeats 5] [--images DIR ...]
+    python bench/build_png.py [--repeats=5] [--images=DIR,DIR]
 """
 
-import argparse
+from absl import app, flags
 import glob
 import multiprocessing
 import os
@@ -32,6 +32,11 @@ DATA = REPO.parent / "shared" / "data"
 DEFAULT_IMAGES = [str(DATA / "eyepacs_fullres" / "images"), str(DATA / "eyepacs_1024" / "images")]
 SIZES = (224, 448, 720)
 PER_FOLDER = 30  # photographs per folder: the first ones by name
+
+
+flags.DEFINE_list("images", DEFAULT_IMAGES, "Folders of JPEG photographs to compare as PNG.")
+flags.DEFINE_integer("repeats", 5, "Paired passes per format.")
+FLAGS = flags.FLAGS
 
 
 def _init():
@@ -115,17 +120,14 @@ def bench_folder(folder, repeats, scratch):
           f"PNG {_decode_ms(pngs, 2):.1f} ms per photograph (median)")
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--images", nargs="+", default=DEFAULT_IMAGES)
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
+def main(argv):
+    del argv
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"Python {platform.python_version()}, load {os.getloadavg()[0]:.2f}")
     with tempfile.TemporaryDirectory(prefix="bench-png-") as scratch:
-        for folder in args.images:
-            bench_folder(folder, args.repeats, scratch)
+        for folder in FLAGS.images:
+            bench_folder(folder, FLAGS.repeats, scratch)
 
 
 if __name__ == "__main__":
-    main()
+    app.run(main)

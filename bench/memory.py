@@ -13,11 +13,11 @@ float32 ÷ bfloat16); the step-time cost of recompute and of ``--accumulate_step
 run, batch 2); and from those figures the estimate for the 720 px stage on a GPU at an effective
 batch of 16 (``estimate`` below: the estimate's assumptions are printed with it).
 
-    python bench/memory.py [--resolutions 224,448,720] [--recompute none,cells,all]
-                           [--precisions none,bfloat16] [--min_free_gb 12]
+    python bench/memory.py [--resolutions=224,448,720] [--recompute=none,cells,all]
+                           [--precisions=none,bfloat16] [--min_free_gb=12]
 """
 
-import argparse
+from absl import app, flags
 import json
 import os
 import platform
@@ -41,6 +41,17 @@ TIMED_STEPS = {224: 3}  # steps timed after the first (tracing) one; 1 elsewhere
 # --------------------------------------------------------------------------------------------
 # One configuration (in its own process)
 # --------------------------------------------------------------------------------------------
+
+
+flags.DEFINE_string("variant", "m2cnn", "Model variant.")
+flags.DEFINE_string("resolutions", "224,448,720", "Resolutions to measure, in this order.")
+flags.DEFINE_string("recompute", "none,cells,all", "--recompute values to measure.")
+flags.DEFINE_string("precisions", "none,bfloat16",
+                    "--mixed_precision values: none (float32), bfloat16.")
+flags.DEFINE_float("min_free_gb", 12.0,
+                   "Wait before each 720 px run until this much memory is available.")
+flags.DEFINE_string("one", None, "Internal: run one configuration (JSON) and print its result.")
+FLAGS = flags.FLAGS
 
 
 def _rss_bytes() -> int:
@@ -117,13 +128,13 @@ def one(spec: dict) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
-def plan(args) -> list:
+def plan() -> list:
     """Every configuration to run, in the order of --resolutions."""
     specs = []
-    base = {"variant": args.variant, "batch_norm": "train", "accumulate": 1}
-    for resolution in (int(r) for r in args.resolutions.split(",")):
-        for precision in args.precisions.split(","):
-            for recompute in args.recompute.split(","):
+    base = {"variant": FLAGS.variant, "batch_norm": "train", "accumulate": 1}
+    for resolution in (int(r) for r in FLAGS.resolutions.split(",")):
+        for precision in FLAGS.precisions.split(","):
+            for recompute in FLAGS.recompute.split(","):
                 for batch in (1, 2):
                     specs.append({**base, "resolution": resolution, "precision": precision,
                                   "recompute": recompute, "batch": batch})
@@ -154,7 +165,7 @@ def wait_for_memory(needed_gb: float, patience_s: float = 900) -> None:
 def run(spec: dict, min_free_gb: float) -> dict:
     if spec["resolution"] >= 700:
         wait_for_memory(min_free_gb)
-    out = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)],
+    out = subprocess.run([sys.executable, __file__, "--one=" + json.dumps(spec)],
                          capture_output=True, text=True,
                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     if out.returncode:
@@ -247,26 +258,17 @@ def print_estimates(table: dict, resolution: int) -> None:
               + f"   {estimate(t, EFFECTIVE_BATCH):6.1f} GB")
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--variant", default="m2cnn")
-    parser.add_argument("--resolutions", default="224,448,720")
-    parser.add_argument("--recompute", default="none,cells,all")
-    parser.add_argument("--precisions", default="none,bfloat16",
-                        help="--mixed_precision values: none (float32), bfloat16")
-    parser.add_argument("--min_free_gb", type=float, default=12.0,
-                        help="wait before each 720 px run until this much memory is available")
-    parser.add_argument("--one", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.one:
-        print(json.dumps(one(json.loads(args.one))))
+def main(argv):
+    del argv
+    if FLAGS.one:
+        print(json.dumps(one(json.loads(FLAGS.one))))
         return
     load = os.getloadavg()[0]
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, load {load:.1f}, "
           f"{_available_gb():.1f} GB available; {time.strftime('%Y-%m-%d %H:%M')}", flush=True)
     results = []
-    for spec in plan(args):
-        result = run(spec, args.min_free_gb)
+    for spec in plan():
+        result = run(spec, FLAGS.min_free_gb)
         results.append(result)
         status = result.get("error") or (f"peak {result['peak_gb']:.2f} GB, step "
                                          f"{result['step_seconds']:.2f} s")
@@ -282,4 +284,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    app.run(main)

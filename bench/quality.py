@@ -20,7 +20,7 @@ package ships no default assessor). Nothing is written.
 
 from __future__ import annotations
 
-import argparse
+from absl import app, flags
 import dataclasses
 import os
 import platform
@@ -37,18 +37,18 @@ DATA = os.path.join(os.path.dirname(REPO), "shared", "data", "eyepacs_1024")
 
 from m2cnn_tf.quality import evaluation, fitting, measures, workflow  # noqa: E402
 from m2cnn_tf.quality import synthetic as degraded  # noqa: E402
-from m2cnn_tf.quality.settings import QUALITY, REJECT  # noqa: E402
+from m2cnn_tf.config import QUALITY, REJECT  # noqa: E402
 
 
-def _arguments():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images_dir", default=os.path.join(DATA, "images"))
-    parser.add_argument("--quality_csv", default=os.path.join(DATA, "eyeq_quality.csv"))
-    parser.add_argument("--labels_csv", default=os.path.join(DATA, "trainLabels.csv"))
-    parser.add_argument("--repeats", type=int, default=5, help="CV seeds for the spread")
-    parser.add_argument("--bootstrap", type=int, default=1000)
-    parser.add_argument("--twins", type=int, default=10, help="synthetic pairs per degradation")
-    return parser.parse_args()
+flags.DEFINE_string("images_dir", os.path.join(DATA, "images"), "The labelled photographs.")
+flags.DEFINE_string("quality_csv", os.path.join(DATA, "eyeq_quality.csv"),
+                    "EyeQ-format quality labels.")
+flags.DEFINE_string("labels_csv", os.path.join(DATA, "trainLabels.csv"),
+                    "Kaggle DR grades of the photographs.")
+flags.DEFINE_integer("repeats", 5, "CV seeds for the spread.")
+flags.DEFINE_integer("bootstrap", 1000, "Bootstrap resamples for the intervals.")
+flags.DEFINE_integer("twins", 10, "Synthetic pairs per degradation.")
+FLAGS = flags.FLAGS
 
 
 def _spread(data, values, found, repeats: int) -> None:
@@ -96,25 +96,25 @@ def _synthetic_only(data, values, found) -> None:
         p, data.quality, assessor.reject_threshold, data.dr_grades)))
 
 
-def main() -> int:
-    args = _arguments()
+def main(argv) -> int:
+    del argv
     print(f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
           f"load average {os.getloadavg()[0]:.1f}; {time.strftime('%Y-%m-%d %H:%M')}")
     start = time.time()
-    data, values, found = workflow.measured(args.images_dir, args.quality_csv, args.labels_csv,
+    data, values, found = workflow.measured(FLAGS.images_dir, FLAGS.quality_csv, FLAGS.labels_csv,
                                             None, quiet=True)
     print(f"measured {len(data)} photographs in {time.time() - start:.1f} s "
           f"({(time.time() - start) / len(data) * 1000:.0f} ms each, one process)")
     assessor, oof = fitting.fit_assessor(values, data.quality, found, data.patients,
-                                         args.quality_csv)
-    report = workflow.cross_validation_report(data, values, found, assessor, oof, args.bootstrap)
+                                         FLAGS.quality_csv)
+    report = workflow.cross_validation_report(data, values, found, assessor, oof, FLAGS.bootstrap)
     workflow.print_cross_validation(report)
-    _spread(data, values, found, args.repeats)
-    _twins(assessor, args.twins)
+    _spread(data, values, found, FLAGS.repeats)
+    _twins(assessor, FLAGS.twins)
     _synthetic_only(data, values, found)
     print(f"total {time.time() - start:.0f} s")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    app.run(main)

@@ -9,10 +9,10 @@ Ours: ``training.make_train_function`` driven as ``train.py`` drives it (one dis
 round, as the loop reads them at its log steps). XLA off for both. At 224 for both variants, in one run; the two loops alternate ``--rounds`` times so that
 the machine's load drifts over both alike, and each reports the median step time.
 
-    python bench/train_step.py [--variants tiny,m2cnn] [--batch_size 8] [--steps 5] [--rounds 4]
+    python bench/train_step.py [--variants=tiny,m2cnn] [--batch_size=8] [--steps=5] [--rounds=4]
 """
 
-import argparse
+from absl import app, flags
 import dataclasses
 import os
 import platform
@@ -32,6 +32,16 @@ from m2cnn_tf.train import loop as training  # noqa: E402
 from m2cnn_tf import model as m2cnn  # noqa: E402
 
 RESOLUTION = 224
+
+
+flags.DEFINE_list("variants", ["tiny", "m2cnn"], "Model variants to time.")
+flags.DEFINE_integer("batch_size", 8, "Images per step.")
+flags.DEFINE_integer("steps", 5, "Timed steps per round and loop.")
+flags.DEFINE_integer("warmup", 2, "Untimed steps first (tracing).")
+flags.DEFINE_integer("rounds", 4, "Rounds, alternating the two loops.")
+flags.DEFINE_string("data_dir", "", "A build with 224 px images (default: 64 synthetic "
+                    "photographs built in a temporary folder).")
+FLAGS = flags.FLAGS
 
 
 def _build_data(folder, count):
@@ -117,27 +127,19 @@ class FitLoop:
         pass
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--variants", default="tiny,m2cnn")
-    parser.add_argument("--batch_size", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=5, help="timed steps per round and loop")
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--data_dir", default="", help="a build with 224 px images (default: "
-                        "64 synthetic photographs built in a temporary folder)")
-    args = parser.parse_args()
-    train_config = dataclasses.replace(config.TRAIN, batch_size=args.batch_size)
+def main(argv):
+    del argv
+    train_config = dataclasses.replace(config.TRAIN, batch_size=FLAGS.batch_size)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, load {load:.1f}, "
           f"TF {tf.__version__}, Keras {keras.__version__}; {RESOLUTION} px, batch "
-          f"{args.batch_size}, {args.rounds} × {args.steps} timed steps per loop")
+          f"{FLAGS.batch_size}, {FLAGS.rounds} × {FLAGS.steps} timed steps per loop")
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
-        data_dir = args.data_dir or _build_data(os.path.join(tmp, "data"), 64)
-        dataset = input_pipeline.make_dataset(data_dir, "train", RESOLUTION, args.batch_size,
+        data_dir = FLAGS.data_dir or _build_data(os.path.join(tmp, "data"), 64)
+        dataset = input_pipeline.make_dataset(data_dir, "train", RESOLUTION, FLAGS.batch_size,
                                               training=True, seed=0)
         print(f"\n{'variant':<8} {'model.fit img/s':>16} {'ours img/s':>11} {'ratio':>6}")
-        for variant in args.variants.split(","):
+        for variant in FLAGS.variants:
             keras.utils.set_random_seed(0)
             initial = m2cnn.build_m2cnn(RESOLUTION, variant).get_weights()
             ours_model, ours_optimizer = _model_and_optimizer(variant, initial, train_config)
@@ -146,19 +148,19 @@ def main():
                      "fit": FitLoop(fit_model, fit_optimizer, dataset, train_config)}
             times = {name: [] for name in loops}
             for name, loop in loops.items():
-                loop.run(args.warmup)  # tracing
-            for _ in range(args.rounds):
+                loop.run(FLAGS.warmup)  # tracing
+            for _ in range(FLAGS.rounds):
                 for name, loop in loops.items():
-                    times[name] += loop.run(args.steps)
+                    times[name] += loop.run(FLAGS.steps)
             for loop in loops.values():
                 loop.close()
             ours, fit = times["ours"], times["fit"]
-            ours_rate = args.batch_size / statistics.median(ours)
-            fit_rate = args.batch_size / statistics.median(fit)
+            ours_rate = FLAGS.batch_size / statistics.median(ours)
+            fit_rate = FLAGS.batch_size / statistics.median(fit)
             print(f"{variant:<8} {fit_rate:>16.2f} {ours_rate:>11.2f} {ours_rate / fit_rate:>6.3f}",
                   flush=True)
             del loops, ours_model, fit_model, ours_optimizer, fit_optimizer
 
 
 if __name__ == "__main__":
-    main()
+    app.run(main)

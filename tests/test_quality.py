@@ -24,7 +24,7 @@ from m2cnn_tf.grading import thresholds
 from m2cnn_tf.preprocess import graph as graph_preprocess, image_io
 from m2cnn_tf.quality import assessor as assessors, fitting, labelled, measures, workflow
 from m2cnn_tf.quality import synthetic as degraded
-from m2cnn_tf.quality.settings import GOOD, REJECT
+from m2cnn_tf.config import GOOD, REJECT
 from m2cnn_tf.serving import export, signatures
 from m2cnn_tf.train import checkpoints
 from m2cnn_tf.config import BuilderConfig

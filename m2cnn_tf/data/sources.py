@@ -14,7 +14,7 @@ import dataclasses
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from m2cnn_tf.config import NUM_GRADES, setting
+from m2cnn_tf.config import NUM_GRADES, QUALITY_NAMES, setting
 from m2cnn_tf.data import datasets
 # The types and rules every source shares, re-exported: callers name them sources.InputRecord …
 from m2cnn_tf.data.inputs import (  # noqa: F401
@@ -62,7 +62,6 @@ def _read_csv(path: str, required: Sequence[str], what: str = "labels CSV"
 # image = "<id>.jpeg"; a copy may keep the image without its extension ("image,quality").
 EYEQ_IMAGE_COLUMN = "image"
 EYEQ_QUALITY_COLUMN = "quality"
-QUALITY_GRADES = ("Good", "Usable", "Reject")  # EyeQ's quality 0, 1, 2
 
 
 def read_eyeq_quality(path: str) -> Dict[str, int]:
@@ -84,7 +83,7 @@ def read_eyeq_quality(path: str) -> Dict[str, int]:
     rows, _ = _read_csv(path, [EYEQ_IMAGE_COLUMN, EYEQ_QUALITY_COLUMN], "quality CSV")
     quality: Dict[str, int] = {}
     first_line: Dict[str, int] = {}
-    expected = ", ".join(f"{q} ({name})" for q, name in enumerate(QUALITY_GRADES))
+    expected = ", ".join(f"{q} ({name})" for q, name in enumerate(QUALITY_NAMES))
     for line, row in enumerate(rows, start=2):
         name = row[EYEQ_IMAGE_COLUMN].strip()
         stem, ext = os.path.splitext(name)
@@ -93,7 +92,7 @@ def read_eyeq_quality(path: str) -> Dict[str, int]:
         if not image_id:
             raise SourceError(f"quality CSV {path}, line {line}: the image column is empty; "
                               "expected an image id such as 10_left or 10_left.jpeg")
-        if value not in {str(q) for q in range(len(QUALITY_GRADES))}:
+        if value not in {str(q) for q in range(len(QUALITY_NAMES))}:
             raise SourceError(f"quality CSV {path}, line {line}: quality {value!r} for "
                               f"{image_id}; expected one of {expected}")
         if image_id in quality and quality[image_id] != int(value):

@@ -33,7 +33,7 @@ import tensorflow as tf
 from m2cnn_tf.preprocess import graph as graph_preprocess
 from m2cnn_tf.quality import measures
 from m2cnn_tf.quality.measures import MEASURE_NAMES
-from m2cnn_tf.quality.settings import NUM_QUALITIES, QUALITY_NAMES, REJECT
+from m2cnn_tf.config import NUM_QUALITIES, QUALITY_NAMES, REJECT
 from m2cnn_tf.util import atomic
 
 FORMAT = "m2cnn-quality-assessor/1"

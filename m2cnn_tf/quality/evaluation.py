@@ -11,7 +11,7 @@ from sklearn import metrics as sklearn_metrics
 from m2cnn_tf.grading import stats
 from m2cnn_tf.quality import fitting
 from m2cnn_tf.quality.measures import MEASURE_NAMES
-from m2cnn_tf.quality.settings import GOOD, QUALITY, QUALITY_NAMES, REJECT, USABLE, QualityConfig
+from m2cnn_tf.config import GOOD, QUALITY, QUALITY_NAMES, REJECT, USABLE, QualityConfig
 
 METRICS = ("reject_auc", "good_auc", "accuracy", "macro_f1")
 

@@ -16,7 +16,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedGroupKFold
 
 from m2cnn_tf.quality import assessor as assessors
-from m2cnn_tf.quality.settings import NUM_QUALITIES, QUALITY, QUALITY_NAMES, REJECT, QualityConfig
+from m2cnn_tf.config import NUM_QUALITIES, QUALITY, QUALITY_NAMES, REJECT, QualityConfig
 
 # A measure that does not vary over the fitting photographs keeps scale 1 (it then adds a
 # constant, which the bias absorbs).

@@ -18,7 +18,7 @@ from m2cnn_tf.config import PREPROCESS, PreprocessConfig
 from m2cnn_tf.data import sources
 from m2cnn_tf.preprocess import image_io
 from m2cnn_tf.quality import measures as quality_measures
-from m2cnn_tf.quality.settings import QUALITY, QualityConfig
+from m2cnn_tf.config import QUALITY, QualityConfig
 from m2cnn_tf.util import atomic, progress
 
 

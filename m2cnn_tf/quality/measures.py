@@ -37,7 +37,7 @@ import tensorflow as tf
 
 from m2cnn_tf.config import PREPROCESS, PreprocessConfig
 from m2cnn_tf.preprocess import fundus, graph as graph_preprocess
-from m2cnn_tf.quality.settings import QUALITY, QualityConfig
+from m2cnn_tf.config import QUALITY, QualityConfig
 
 MEASURE_NAMES = (
     "log_luma_median", "log_luma_p05", "log_luma_p95", "dark_share", "saturated_share",

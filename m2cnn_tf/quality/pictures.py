@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from sklearn import metrics as sklearn_metrics
 
 from m2cnn_tf.preprocess import image_io
-from m2cnn_tf.quality.settings import NUM_QUALITIES, QUALITY_NAMES, REJECT
+from m2cnn_tf.config import NUM_QUALITIES, QUALITY_NAMES, REJECT
 from m2cnn_tf.util import plots
 
 GRID_COLUMNS = 6  # photographs per row of a grid

@@ -21,7 +21,7 @@ import numpy as np
 
 from m2cnn_tf.data import synthetic
 from m2cnn_tf.preprocess import image_io
-from m2cnn_tf.quality.settings import GOOD, REJECT, USABLE
+from m2cnn_tf.config import GOOD, REJECT, USABLE
 
 KINDS = ("defocus", "underexposure", "overexposure", "crescent")
 

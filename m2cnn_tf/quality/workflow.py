@@ -12,7 +12,7 @@ from m2cnn_tf.grading import stats
 from m2cnn_tf.preprocess import image_io
 from m2cnn_tf.quality import assessor as assessors
 from m2cnn_tf.quality import evaluation, fitting, labelled as labelled_data, pictures
-from m2cnn_tf.quality.settings import QUALITY, QUALITY_NAMES, REJECT, QualityConfig
+from m2cnn_tf.config import QUALITY, QUALITY_NAMES, REJECT, QualityConfig
 from m2cnn_tf.util import atomic, plots
 
 MEASURES_SUFFIX = "_measures.npz"  # the measures' cache, beside the assessor file
