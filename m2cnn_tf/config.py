@@ -743,17 +743,23 @@ def preset_lineage(names) -> list:
     return ordered
 
 
-def preset_step_offset(name: str) -> int:
+def preset_step_offset(name: str, train_steps=None) -> int:
     """Steps trained before a preset's run began, over the stages it was initialised from —
     what the paper's cumulative labels add ("448*@32k" is 12k steps of paper_448 after 20k).
 
     A continued run counts its steps inside the run it continues, so it adds nothing of its own.
+
+    Args:
+      name: a key of ``PRESETS``.
+      train_steps: the steps of a preset's run by name, for runs shrunk or lengthened (the
+        experiment runner's ``--scale``); None: each preset's own ``train_steps``.
     """
+    steps = train_steps or (lambda n: preset(n).config.train_steps)
     p = preset(name)
     if p.relation == RELATION_INIT:
-        return preset_step_offset(p.parent) + preset(p.parent).config.train_steps
+        return preset_step_offset(p.parent, steps) + steps(p.parent)
     if p.relation == RELATION_CONTINUE:
-        return preset_step_offset(p.parent)
+        return preset_step_offset(p.parent, steps)
     return 0
 
 
@@ -851,6 +857,21 @@ def experiment_presets(experiment: str) -> list:
         raise ValueError(f"unknown experiment {experiment!r}; known: "
                          f"{', '.join(PAPER_EXPERIMENTS)}")
     return preset_lineage(dict.fromkeys(e.preset for e in PAPER_EXPERIMENTS[experiment]))
+
+
+# --- What a run costs on a GPU, estimated (the experiment runner's plan, ``--dry_run``) ---
+# The paper reports hours for Fig. 4's runs only, on a GPU it does not name. The runner estimates
+# every run's from the network's FLOPs (``model/accounting.py``: conv and dense layers) and an
+# assumed device, and prints the estimate labelled as one, beside the paper's hours.
+# A training step costs about three forward passes per image: the forward pass and a backward
+# pass of about twice its FLOPs (gradients of the activations and of the weights).
+TRAINING_FLOPS_PER_FORWARD = 3.0
+# The device: a V100-class GPU, whose float32 peak is 15.7 TFLOP/s (NVIDIA's V100 SXM2 figure);
+# a convolutional network in float32 sustains only part of a peak. The 40 % is an assumption,
+# not a measurement: scale the estimates by your device's measured rate.
+ESTIMATE_GPU_PEAK_TFLOPS = 15.7
+ESTIMATE_GPU_UTILISATION = 0.4
+ESTIMATE_GPU_NAME = "a V100-class GPU"
 
 
 # --------------------------------------------------------------------------------------------

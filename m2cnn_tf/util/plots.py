@@ -150,6 +150,58 @@ def curves_figure(curves: Sequence[Curve], title: str, x_label: str, y_label: st
     return figure
 
 
+@dataclasses.dataclass(frozen=True)
+class Panel:
+    """One pair of axes of ``panels_figure``: its curves, x label and labelled points."""
+
+    curves: Sequence[Curve]
+    x_label: str
+    points: Sequence[Point] = ()
+
+
+PANEL_GAP = 1.0  # inches between two panels of ``panels_figure``: the next one's y labels
+
+
+def panels_figure(panels: Sequence[Panel], title: str, y_label: str,
+                  y_limits: Optional[Tuple[float, float]] = None) -> Figure:
+    """Panels side by side sharing the y quantity (kappa against steps and against hours, …).
+
+    Args:
+      panels: the panels, left to right; each panel's curves coloured in turn from matplotlib's
+        default cycle, so a run has one colour in every panel; each labelled point is marked
+        and its label written beside it.
+      title: above the panels.
+      y_label: the y axis of every panel.
+      y_limits: the y range of every panel; None fits the data.
+
+    Returns:
+      The figure.
+    """
+    (width, height), (left, right, bottom, top) = PLOT_SIZE, PLOT_MARGINS
+    total = width * len(panels)
+    figure = Figure(figsize=(total, height), dpi=DPI)
+    FigureCanvasAgg(figure)
+    figure.subplots_adjust(left=left / total, right=1 - right / total, bottom=bottom / height,
+                           top=1 - top / height,
+                           wspace=PANEL_GAP * len(panels) / (total - left - right
+                                                             - PANEL_GAP * (len(panels) - 1)))
+    for i, panel in enumerate(panels):
+        axes = figure.add_subplot(1, len(panels), i + 1)
+        for curve in panel.curves:
+            _draw(axes, curve, linewidth=2)
+        for point in panel.points:
+            axes.plot([point.x], [point.y], linestyle="none", marker="o", markersize=6,
+                      color=POINT_COLOUR, zorder=5)
+            axes.annotate(point.label, (point.x, point.y), xytext=(4, 4),
+                          textcoords="offset points", fontsize=TEXT_SIZE)
+        if y_limits is not None:
+            axes.set_ylim(*y_limits)
+        _decorate(axes, "", panel.x_label, y_label)
+        _legend(axes, "lower right")
+    figure.suptitle(title, fontsize=TITLE_SIZE)
+    return figure
+
+
 def roc_figure(curves: Sequence[Curve], operating_points: Sequence[Point] = (),
                title: str = "ROC curve") -> Figure:
     """ROC curves over the unit square with the chance diagonal and marked operating points.
