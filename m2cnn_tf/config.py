@@ -306,6 +306,16 @@ HEADS_MODES = (HEADS_RESTORE, HEADS_NEW)
 LR_CONSTANT, LR_COSINE, LR_STEP = "constant", "cosine", "step"
 LR_SCHEDULES = (LR_CONSTANT, LR_COSINE, LR_STEP)
 
+# Memory options of the train step (model/forward.py, train/step.py; README "GPU memory →
+# flags"). None changes a variable or a checkpoint. Recompute: keep every activation (none),
+# recompute each Inception-ResNet cell's in the backward pass (cells), or cells and the stem
+# (all). Batch norm: normalise with the batch's statistics and update the moving ones (train),
+# or normalise with the moving statistics and keep them (frozen).
+RECOMPUTE_NONE, RECOMPUTE_CELLS, RECOMPUTE_ALL = "none", "cells", "all"
+RECOMPUTE_MODES = (RECOMPUTE_NONE, RECOMPUTE_CELLS, RECOMPUTE_ALL)
+BATCH_NORM_TRAIN, BATCH_NORM_FROZEN = "train", "frozen"
+BATCH_NORM_MODES = (BATCH_NORM_TRAIN, BATCH_NORM_FROZEN)
+
 # --- The paper's schedule, in steps; the presets below read these, nothing else repeats them ---
 # Fig. 4: "224@20k" is the 224 stage; "448*@32k" is 448 fine-tuned from 224@20k for 12k more.
 PAPER_STEPS_224 = 20_000
@@ -492,7 +502,7 @@ class TrainConfig:
         "none", "Recompute activations in the backward pass instead of keeping them: none; "
         "cells: every Inception-ResNet cell (Block35/17/8, reductions); all: cells and the "
         "stem's convolutions. Same gradients, less memory, more compute.",
-        choices=("none", "cells", "all"))
+        choices=RECOMPUTE_MODES)
     # 1: the paper's one batch per step. K > 1 keeps --batch_size as the batch of one optimiser
     # step and computes it in K parts, so the memory is that of batch_size / K images.
     accumulate_steps: int = setting(
@@ -507,7 +517,7 @@ class TrainConfig:
         "train", "train: batch norm normalises with each batch's statistics and updates its "
         "moving statistics; frozen: every batch-norm layer normalises with its moving "
         "statistics and keeps them, while its offset (β) still trains.",
-        choices=("train", "frozen"))
+        choices=BATCH_NORM_MODES)
     # Empty: no profile. A few steps after the first (which traces the step) are representative.
     profile_steps: tuple[int, ...] = setting(
         (), "Write a TensorBoard profiler trace of steps A to B (--profile_steps=A,B, steps as "
@@ -627,12 +637,20 @@ def _paper_presets() -> list:
     p224 = _preset("paper_224", "M²CNN stage 1: BaseNet+MT at 224 from ImageNet (Table II "
                    "multi-task 224; Fig. 4 224@20k)", resolution=224, init="imagenet",
                    train_steps=PAPER_STEPS_224)
+    # Batch norm at 448 and 720: "train", as the paper (Keras' default) — its step is one batch
+    # of 16, and the memory flags leave that so. Each GPU of a data-parallel run sees 16 / GPUs
+    # images (8 on two cards: statistics that still mean something, and sync_batch_norm pools
+    # them). Where one card must take the 720 stage in micro-batches of 1–4 (README "GPU memory
+    # → flags"), add --batch_norm=frozen: statistics of so few images are noise, and frozen
+    # keeps those the 448 stage learnt on batches of 16.
     p448 = _preset("paper_448", "M²CNN stage 2: + medial cells at 448, fine-tuned from "
                    "paper_224 (Table II M²CNN 448; Fig. 4 448*@32k)", p224.config, p224.name,
-                   RELATION_INIT, resolution=448, train_steps=PAPER_STEPS_448)
+                   RELATION_INIT, resolution=448, train_steps=PAPER_STEPS_448,
+                   batch_norm=BATCH_NORM_TRAIN)
     p720 = _preset("paper_720", "M²CNN stage 3: + large cells at 720, fine-tuned from paper_448 "
                    "(Table II M²CNN 720; Table III M²CNN)", p448.config, p448.name,
-                   RELATION_INIT, resolution=720, train_steps=PAPER_STEPS_720)
+                   RELATION_INIT, resolution=720, train_steps=PAPER_STEPS_720,
+                   batch_norm=BATCH_NORM_TRAIN)
     presets = [p224, p448, p720]
     losses = (("mse", _MSE_ONLY, "MSE only"), ("ce", _CE_ONLY, "CE only"),
               ("mt", LOSS_WEIGHTS, "multi-task"))

@@ -43,12 +43,14 @@ from typing import Callable, Sequence
 import keras
 import tensorflow as tf
 
+from m2cnn_tf.config import (BATCH_NORM_FROZEN, BATCH_NORM_MODES, BATCH_NORM_TRAIN,
+                             RECOMPUTE_ALL, RECOMPUTE_CELLS, RECOMPUTE_MODES, RECOMPUTE_NONE)
 from m2cnn_tf.model.blocks import HEADS, POOLING, RESCALE, model_blocks
 
-NONE, CELLS, ALL = "none", "cells", "all"
-RECOMPUTE = (NONE, CELLS, ALL)
-TRAIN, FROZEN = "train", "frozen"
-BATCH_NORMS = (TRAIN, FROZEN)
+NONE, CELLS, ALL = RECOMPUTE_NONE, RECOMPUTE_CELLS, RECOMPUTE_ALL
+RECOMPUTE = RECOMPUTE_MODES
+TRAIN, FROZEN = BATCH_NORM_TRAIN, BATCH_NORM_FROZEN
+BATCH_NORMS = BATCH_NORM_MODES
 # Layers whose training-mode behaviour differs from inference beside batch norm: frozen batch
 # norm calls the body blocks in inference mode, so none of these may live there.
 _TRAINING_DEPENDENT = (keras.layers.Dropout, keras.layers.GaussianDropout,
