@@ -101,7 +101,7 @@ def render_report(records, outcomes, seconds):
         "test_report.py` fails when this table and the suite's cases differ). Each row is one "
         "fault tried, what the system did, and whether any data was lost. Interruption points "
         "are chosen by counts (the k-th record, shard, write or checkpoint) through the "
-        "`M2CNN_FAULTS` hooks of `m2cnn_tf/faults.py`, never by timing.",
+        "`M2CNN_FAULTS` hooks of `m2cnn_tf/util/faults.py`, never by timing.",
         "",
         f"{len(records)} cases; suite wall time {seconds:.0f} s on this machine (2 cores, "
         f"load average {os.getloadavg()[0]:.1f} at the end: a shared machine is slower).",
