@@ -435,9 +435,10 @@ class TrainConfig:
         0.1, "With --lr_schedule=step: what each drop multiplies both rates by.")
 
     # --- schedule, in steps (global batches) ---
-    # Not in the paper. Training memory grows by ≈ 2 GB per 720 px image (PAPER_NOTES, measured
-    # on CPU), so 16 asks ≈ 32 GB over all replicas at 720: lower it on one small GPU, raise it at
-    # 224 (≈ 0.3 GB per image).
+    # Not in the paper. Training memory grows by ≈ 1.1 GB per 720 px image in float32 (measured
+    # on CPU, bench/memory.py; ≈ 2.1 GB if every layer output were kept), so 16 asks ≈ 21 GB on
+    # one GPU at 720: on a smaller card keep it and add the memory flags above (README "GPU
+    # memory → flags") rather than lowering it; ≈ 0.08 GB per image at 224.
     batch_size: int = setting(16, "Global batch, split across replicas.")
     # The paper's 224 stage (Fig. 4): ≈ 9 passes over the 35,126 Kaggle training images at
     # batch 16. The presets give every stage and experiment run its own length.
