@@ -12,7 +12,7 @@ import keras
 import numpy as np
 
 from m2cnn_tf import config
-from m2cnn_tf.model import irv2
+from m2cnn_tf.model.irv2 import BRANCH_KERNELS, branch_filters
 from m2cnn_tf.model.architecture import check_variant, multicell_path
 from m2cnn_tf.model.blocks import (BASENET, CELLS_ON_PATH, HEADS, LARGE_CELLS, MEDIAL_CELLS,
                                    all_layers, block_variables, model_blocks, path_of)
@@ -42,7 +42,7 @@ def reduction_b_parameters(in_channels: int) -> int:
 def block8_parameters(channels: int) -> int:
     """Parameters of one Block8 on ``channels`` channels, from ``config.MODEL``."""
     total, mixed = 0, 0
-    for filters, kernels in zip(irv2.branch_filters("block8"), irv2.BRANCH_KERNELS["block8"]):
+    for filters, kernels in zip(branch_filters("block8"), BRANCH_KERNELS["block8"]):
         c = channels
         for f, kernel in zip(filters, kernels):
             total += _conv_bn_parameters(c, f, _pair(kernel))

@@ -30,7 +30,8 @@ import keras
 import numpy as np
 
 from m2cnn_tf import config
-from m2cnn_tf.model import irv2, transfer
+from m2cnn_tf.model.irv2 import block8, conv2d_bn, inception_resnet_v2_notop, reduction_b
+from m2cnn_tf.model.transfer import load_notop_units
 from m2cnn_tf.model.blocks import (BASENET, CELLS_ON_PATH, HEAD_LAYERS, HEADS, LARGE,
                                    LARGE_CELLS, MEDIAL_CELLS, MEDIUM, OUTPUTS, SMALL, all_layers)
 
@@ -116,10 +117,10 @@ def _build_cell_group(block: str, input_shape: Sequence[int], num_block8: int) -
     prefix = _CELL_PREFIX[block]
     inputs = keras.Input(shape=tuple(input_shape), name=f"{block}_input")
     with keras.name_scope(block):  # variable paths "medial_cells/…"
-        x = irv2.reduction_b(inputs, name=f"{prefix}_reduction_b")
+        x = reduction_b(inputs, name=f"{prefix}_reduction_b")
         for i in range(1, num_block8 + 1):
-            x = irv2.block8(x, block_idx=f"{prefix}_{i}")
-        x = irv2.conv2d_bn(x, config.MODEL.cell_output_channels, 1, name=f"{prefix}_conv")
+            x = block8(x, block_idx=f"{prefix}_{i}")
+        x = conv2d_bn(x, config.MODEL.cell_output_channels, 1, name=f"{prefix}_conv")
     return keras.Model(inputs, x, name=block)
 
 
@@ -146,9 +147,9 @@ def _build_basenet(resolution: int, variant: str, weights) -> keras.Model:
             return keras.applications.InceptionResNetV2(
                 include_top=False, weights=weights, input_shape=shape, name=BASENET
             )
-        basenet = irv2.inception_resnet_v2_notop(shape, repeats, name=BASENET)
+        basenet = inception_resnet_v2_notop(shape, repeats, name=BASENET)
     if weights is not None:
-        transfer.load_notop_units(basenet, weights)
+        load_notop_units(basenet, weights)
     return basenet
 
 
