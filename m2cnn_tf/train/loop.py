@@ -672,14 +672,7 @@ def _build_state(c, data, init, model_dir, strategy, chief, task_id, log) -> _Ru
     state = _RunState(model, optimizer, keeper, summaries.Reporter(model_dir, enabled=chief),
                       start_step=0, resumed=resuming)
     if resuming:
-        state.start_step = keeper.restore_latest()
-        if not optimizers.uses_schedule(c):
-            # Fixed rates are optimiser variables, restored with it; the flags may have changed.
-            # (A schedule is rebuilt from the flags; its position, the step counter, restored.)
-            state.multi.optimizers[optimizers.FINETUNE].learning_rate.assign(c.lr_finetune)
-            state.multi.optimizers[optimizers.NEW].learning_rate.assign(c.lr_new)
-        log(f"resuming from step {state.start_step} ({checkpoints.latest_checkpoint(model_dir)})")
-        return state
+        return _resume(state, c, model_dir, log)
     if chief:
         checkpoints.write_json(config_path, current)
         checkpoints.write_json(report_path, report.to_dict())
@@ -688,6 +681,18 @@ def _build_state(c, data, init, model_dir, strategy, chief, task_id, log) -> _Ru
         f"parameters fine-tuned at {c.lr_finetune:g}, {counts['new']:,} new at {c.lr_new:g} "
         f"(new blocks: {', '.join(report.new) or 'none'})")
     keeper.save_checkpoint(0)
+    return state
+
+
+def _resume(state: _RunState, c, model_dir, log) -> _RunState:
+    """Restores ``state`` from model_dir's latest checkpoint, with the flags' fixed rates."""
+    state.start_step = state.keeper.restore_latest()
+    if not optimizers.uses_schedule(c):
+        # Fixed rates are optimiser variables, restored with it; the flags may have changed.
+        # (A schedule is rebuilt from the flags; its position, the step counter, restored.)
+        state.multi.optimizers[optimizers.FINETUNE].learning_rate.assign(c.lr_finetune)
+        state.multi.optimizers[optimizers.NEW].learning_rate.assign(c.lr_new)
+    log(f"resuming from step {state.start_step} ({checkpoints.latest_checkpoint(model_dir)})")
     return state
 
 
@@ -740,6 +745,12 @@ def _train_loop(c, data, state: _RunState, strategy, model_dir, log, quiet, best
         # A live training iterator (augmentation runs in tf.numpy_function) aborts the
         # interpreter at exit; release it while the process is still healthy.
         del iterator
+    return _finish(state, step, best_record, last_eval, model_dir, log)
+
+
+def _finish(state: _RunState, step: int, best_record, last_eval, model_dir, log) -> Dict:
+    """The run's final metrics.jsonl record and log line, and what ``train_and_evaluate``
+    returns."""
     state.reporter.jsonl({"kind": "final", "step": step, "start_step": state.start_step,
                           "best_step": best_record["step"] if best_record else None,
                           "best_kappa_score": (best_record["metrics"]["kappa_score"]
