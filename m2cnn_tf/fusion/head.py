@@ -284,28 +284,33 @@ def patient_outputs(features_model: keras.Model, head: keras.Model, main_cuts: t
                         tf.where(both, fused_score, own_score),
                         tf.where(both, rule.apply_thresholds_tf(fused_score, fused_cuts),
                                  rule.apply_thresholds_tf(own_score, main_cuts)))
-    nan = tf.constant(float("nan"), tf.float32)
     result = {}
     for name, other in (("left", "right"), ("right", "left")):
-        over = takes_over[name]
-        logits_out, score_out, grade = (tf.where(over[:, None] if a.shape.rank == 2 else over,
-                                                 b, a)
-                                        for a, b in zip(graded[name], graded[other]))
-        probabilities = tf.nn.softmax(logits_out, axis=-1)
-        from_probabilities = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
-        found_e = found[name]
-        result.update({
-            f"{name}_probabilities": tf.where(found_e[:, None], probabilities, nan),
-            f"{name}_score": tf.where(found_e, score_out, nan),
-            f"{name}_grade": tf.where(found_e, grade, -1),
-            f"{name}_grade_from_probabilities": tf.where(found_e, from_probabilities, -1),
-            f"{name}_fundus_found": found_e,
-            f"{name}_fused": both,
-            f"{name}_from_other_eye": over,
-            f"{name}_quality_probabilities": quality[name][PROBABILITIES],
-            f"{name}_gradable": quality[name][GRADABLE],
-        })
+        result.update(_eye_outputs(name, graded[name], graded[other], takes_over[name],
+                                   found[name], both, quality[name]))
     return result
+
+
+def _eye_outputs(name: str, own, other, over: tf.Tensor, found: tf.Tensor, both: tf.Tensor,
+                 quality: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    """One eye's ``grade_patient`` outputs: its own (logits, score, grade), or the other eye's
+    where it takes over (``over``); grades −1 and NaN where no fundus was found."""
+    nan = tf.constant(float("nan"), tf.float32)
+    logits_out, score_out, grade = (tf.where(over[:, None] if a.shape.rank == 2 else over, b, a)
+                                    for a, b in zip(own, other))
+    probabilities = tf.nn.softmax(logits_out, axis=-1)
+    from_probabilities = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+    return {
+        f"{name}_probabilities": tf.where(found[:, None], probabilities, nan),
+        f"{name}_score": tf.where(found, score_out, nan),
+        f"{name}_grade": tf.where(found, grade, -1),
+        f"{name}_grade_from_probabilities": tf.where(found, from_probabilities, -1),
+        f"{name}_fundus_found": found,
+        f"{name}_fused": both,
+        f"{name}_from_other_eye": over,
+        f"{name}_quality_probabilities": quality[PROBABILITIES],
+        f"{name}_gradable": quality[GRADABLE],
+    }
 
 
 PATIENT_OUTPUTS = tuple(f"{eye}_{name}" for eye in EYES for name in (
