@@ -285,15 +285,9 @@ def _markdown_gradable(report: Dict) -> list:
     return lines + [""]
 
 
-def markdown(report: Dict, images: Dict[str, str], title: str = "") -> str:
-    """report.md: the headline numbers with their intervals, then the pictures.
-
-    Args:
-      report: ``evaluation.evaluate_arrays`` output (plus what evaluate.py adds).
-      images: picture name → file name relative to report.md (confusion_score,
-        confusion_probabilities, roc, calibration; any may be missing).
-      title: the evaluated split's name.
-    """
+def _markdown_header(report: Dict, title: str) -> list:
+    """report.md's title, what was evaluated (model, data, images, patients, thresholds, TTA,
+    skipped files) and the dataset's facts and caveats."""
     lines = [f"# Evaluation{f': {title}' if title else ''}", ""]
     for key, label in (("model", "Model"), ("data", "Data"), ("split", "Split")):
         if report.get(key):
@@ -315,6 +309,19 @@ def markdown(report: Dict, images: Dict[str, str], title: str = "") -> str:
     if report.get("dataset"):
         lines += ["", "## Dataset", ""] + [f"- {line[0].upper()}{line[1:]}"
                                            for line in dataset_lines(report)]
+    return lines
+
+
+def markdown(report: Dict, images: Dict[str, str], title: str = "") -> str:
+    """report.md: the headline numbers with their intervals, then the pictures.
+
+    Args:
+      report: ``evaluation.evaluate_arrays`` output (plus what evaluate.py adds).
+      images: picture name → file name relative to report.md (confusion_score,
+        confusion_probabilities, roc, calibration; any may be missing).
+      title: the evaluated split's name.
+    """
+    lines = _markdown_header(report, title)
     lines += ["", "## Grading", "",
               "| grade from | quadratic kappa | accuracy | referable sensitivity | "
               "referable specificity |", "|---|---|---|---|---|"]
