@@ -1,6 +1,7 @@
 """Shared fixtures: where the real photographs live, and skipping only when they are absent."""
 
 import csv
+import dataclasses
 import os
 import pathlib
 
@@ -21,6 +22,17 @@ def _require(folder: pathlib.Path) -> pathlib.Path:
 def read_labels(folder: pathlib.Path) -> dict:
     with open(folder / "trainLabels.csv", newline="") as f:
         return {row["image"]: int(row["level"]) for row in csv.DictReader(f)}
+
+
+def tiny_train_config(data, model_dir, **overrides):
+    """The real TrainConfig, shrunk: tiny variant, batch 2, one step, evaluation at the end."""
+    from m2cnn_tf import config
+
+    settings = dict(variant="tiny", data_dir=data, model_dir=str(model_dir), batch_size=2,
+                    train_steps=1, eval_every_steps=1000, checkpoint_every_steps=1000,
+                    log_every_steps=1)
+    settings.update(overrides)
+    return dataclasses.replace(config.TRAIN, **settings)
 
 
 @pytest.fixture(scope="session")

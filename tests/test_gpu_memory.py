@@ -18,7 +18,7 @@ import pytest
 import tensorflow as tf
 from tensorflow.python.framework import ops as tf_ops
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, tiny_train_config
 from m2cnn_tf import config
 from m2cnn_tf import model as m2cnn
 from m2cnn_tf.data import builder, input_pipeline, sources
@@ -225,11 +225,8 @@ def data_dir(tmp_path_factory):
 
 
 def tiny(data, model_dir, **overrides):
-    settings = dict(variant="tiny", data_dir=data, model_dir=str(model_dir), batch_size=2,
-                    train_steps=1, eval_every_steps=1000, checkpoint_every_steps=1000,
-                    log_every_steps=1000)
-    settings.update(overrides)
-    return dataclasses.replace(config.TRAIN, **settings)
+    """conftest's tiny_train_config, logging only at the end (the host-copy counts exclude it)."""
+    return tiny_train_config(data, model_dir, **{"log_every_steps": 1000, **overrides})
 
 
 class FetchCounter:

@@ -26,6 +26,7 @@ import tensorflow as tf
 from sklearn.metrics import cohen_kappa_score
 
 from conftest import REPO_ROOT
+from conftest import tiny_train_config as tiny
 from m2cnn_tf import config
 from m2cnn_tf.util import locking
 from m2cnn_tf.data import builder, input_pipeline, sources
@@ -48,15 +49,6 @@ def data_dir(tmp_path_factory):
                   config.BuilderConfig(resolutions=(224, 448, 720), num_workers=1),
                   {"kind": "synthetic"}, quiet=True)
     return str(out)
-
-
-def tiny(data, model_dir, **overrides):
-    """The real TrainConfig, shrunk: tiny variant, batch 2, one step, evaluation at the end."""
-    settings = dict(variant="tiny", data_dir=data, model_dir=str(model_dir), batch_size=2,
-                    train_steps=1, eval_every_steps=1000, checkpoint_every_steps=1000,
-                    log_every_steps=1)
-    settings.update(overrides)
-    return dataclasses.replace(config.TRAIN, **settings)
 
 
 def command(cfg):
