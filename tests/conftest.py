@@ -60,13 +60,14 @@ def synthetic_trained_run(tmp_path_factory) -> dict:
 
     Built once per session and shared: the settings are ``SYNTHETIC_RUN`` (also returned).
     The photographs' seeds are 0 … num_images − 1 (``sources.synthetic_inputs``), so tests that
-    draw photographs of their own should use others.
+    draw photographs of their own should use others. The training runs as ``python train.py``
+    in a process of its own: --deterministic must be set before TensorFlow starts.
     """
-    import dataclasses
+    import subprocess
+    import sys
 
+    from m2cnn_tf.config import BuilderConfig
     from m2cnn_tf.data import builder, sources
-    from m2cnn_tf.train import loop as training
-    from m2cnn_tf.config import TRAIN, BuilderConfig
 
     s = SYNTHETIC_RUN
     root = tmp_path_factory.mktemp("synthetic_run")
@@ -78,9 +79,43 @@ def synthetic_trained_run(tmp_path_factory) -> dict:
         quiet=True)
     model_dir = str(root / "run")
     steps = s["train_steps"]
-    training.train_and_evaluate(dataclasses.replace(
-        TRAIN, resolution=s["resolution"], variant=s["variant"], init="none", data_dir=data_dir,
-        model_dir=model_dir, batch_size=s["batch_size"], train_steps=steps,
-        eval_every_steps=steps, checkpoint_every_steps=steps, seed=s["seed"],
-        deterministic=s["deterministic"]), quiet=True)
+    flags = {"resolution": s["resolution"], "variant": s["variant"], "init": "none",
+             "data_dir": data_dir, "model_dir": model_dir, "batch_size": s["batch_size"],
+             "train_steps": steps, "eval_every_steps": steps, "checkpoint_every_steps": steps,
+             "seed": s["seed"]}
+    argv = [sys.executable, str(REPO_ROOT / "train.py"), "--quiet",
+            "--deterministic" if s["deterministic"] else "--nodeterministic",
+            *(f"--{k}={v}" for k, v in flags.items())]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=1200, check=False,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert result.returncode == 0, result.stderr[-3000:]
     return {**s, "data_dir": data_dir, "model_dir": model_dir}
+
+
+# Test files that take minutes, started first (seconds of their tests in a quiet fresh-clone CI
+# run on this 2-core machine, 2026-11-30). pytest-xdist (--dist loadfile) hands files to its
+# workers in order and by default puts the files with the most tests first, which left the two
+# longest files, each a single test, to the end: one worker ran them alone while the other
+# idled. Started first, the short files fill in around them.
+LONG_FILES = (
+    "test_readme_recipe.py",  # 368: the README's EyePACS recipe, 12 commands
+    "test_training.py",  # ≈ 400 over 36 tests: staged init, mirrored, multi-worker, SIGKILL
+    "test_training_learning.py",  # 198: overfitting 32 photographs
+    "test_training_faults.py",  # ≈ 190: full disk, SIGKILL mid-write, NaN batch
+    "test_gpu_memory.py",  # ≈ 170: mirrored float16 overflow, host copies, accumulation
+    "test_experiments.py",  # ≈ 165: Table III killed and rerun, Fig. 4
+    "test_explain.py",  # ≈ 150: the deterministic synthetic training run
+    "test_notebook.py",  # 106
+    "test_serving.py",  # ≈ 110
+    "test_readme.py",  # 93
+)
+
+
+def pytest_configure(config):
+    if hasattr(config.option, "loadscopereorder"):  # pytest-xdist: keep our order
+        config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: n for n, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FILES)))  # stable
