@@ -793,6 +793,30 @@ def _gamma_image(size: int, config: PreprocessConfig) -> tf.Tensor:
 # The whole pipeline
 
 
+def _decode_and_find(data: tf.Tensor, is_jpeg: tf.Tensor, bit_depth: tf.Tensor,
+                     first: tf.Tensor, full: int, config: PreprocessConfig):
+    """load_normalized's decoding: at the coarsest sufficient scale (JPEG reduction ``first``);
+    if the disc found there is narrower than ``full``, again at the next finer scale.
+
+    Returns (reduction, decoded image, found, (cx, cy, r) in the decoded image's pixels).
+    """
+    def body(reduction, _image, _circle, _found, _done):
+        image = _decode(data, is_jpeg, bit_depth, reduction)
+        found, cx, cy, r = _find_fundus(image, config)
+        done = ~found | (2.0 * r >= full) | tf.equal(reduction, 1)
+        reduction = tf.where(done, reduction, reduction // 2)
+        return reduction, image, tf.stack([cx, cy, r]), found, done
+
+    state = (first, tf.zeros([0, 0, 3], tf.uint8), tf.zeros([3], _F64), tf.constant(False),
+             tf.constant(False))
+    reduction, image, circle, found, _ = tf.while_loop(
+        lambda *s: ~s[-1], body, state,
+        shape_invariants=(tf.TensorShape([]), tf.TensorShape([None, None, 3]),
+                          tf.TensorShape([3]), tf.TensorShape([]), tf.TensorShape([])),
+        maximum_iterations=len(image_io.JPEG_REDUCTION_FLAGS))
+    return reduction, image, found, (circle[0], circle[1], circle[2])
+
+
 @tf.autograph.experimental.do_not_convert
 def _preprocess(image_bytes: tf.Tensor, sizes: Sequence[int],
                 config: PreprocessConfig = PREPROCESS, with_disc: bool = False) -> Preprocessed:
@@ -815,24 +839,8 @@ def _preprocess(image_bytes: tf.Tensor, sizes: Sequence[int],
     data = tf.convert_to_tensor(image_bytes, tf.string)
     data, is_jpeg, width, height, bit_depth = _check_bytes(data, config)
     first = tf.where(is_jpeg, _jpeg_reduction(width, height, full), 1)
-
-    # load_normalized: decode at the coarsest sufficient scale; if the disc found there is
-    # narrower than needed, decode again at the next finer scale.
-    def body(reduction, _image, _circle, _found, _done):
-        image = _decode(data, is_jpeg, bit_depth, reduction)
-        found, cx, cy, r = _find_fundus(image, config)
-        done = ~found | (2.0 * r >= full) | tf.equal(reduction, 1)
-        reduction = tf.where(done, reduction, reduction // 2)
-        return reduction, image, tf.stack([cx, cy, r]), found, done
-
-    state = (first, tf.zeros([0, 0, 3], tf.uint8), tf.zeros([3], _F64), tf.constant(False),
-             tf.constant(False))
-    reduction, image, circle, found, _ = tf.while_loop(
-        lambda *s: ~s[-1], body, state,
-        shape_invariants=(tf.TensorShape([]), tf.TensorShape([None, None, 3]),
-                          tf.TensorShape([3]), tf.TensorShape([]), tf.TensorShape([])),
-        maximum_iterations=len(image_io.JPEG_REDUCTION_FLAGS))
-    cx, cy, r = circle[0], circle[1], circle[2]
+    reduction, image, found, (cx, cy, r) = _decode_and_find(
+        data, is_jpeg, bit_depth, first, full, config)
 
     small, scx, scy, sr = _shrink_photograph(image, cx, cy, r, full, config)
     x0, y0, side, meets = _disc_box(small, scx, scy, sr)
