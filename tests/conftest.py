@@ -92,22 +92,24 @@ def synthetic_trained_run(tmp_path_factory) -> dict:
     return {**s, "data_dir": data_dir, "model_dir": model_dir}
 
 
-# Test files that take minutes, started first (seconds of their tests in a quiet fresh-clone CI
-# run on this 2-core machine, 2026-11-30). pytest-xdist (--dist loadfile) hands files to its
-# workers in order and by default puts the files with the most tests first, which left the two
-# longest files, each a single test, to the end: one worker ran them alone while the other
-# idled. Started first, the short files fill in around them.
+# Test files that take minutes, started first: the sum of their tests' times among the 100
+# slowest of a quiet fresh-clone CI run (`--durations=100`, cc07240, this 2-core machine,
+# 2026-11-30), in seconds. pytest-xdist (--dist loadfile) hands files to its workers in order and
+# by default puts the files with the most tests first, which left the two longest files, each a
+# single test, to the end: one worker ran them alone while the other idled. Started first, the
+# short files fill in around them.
 LONG_FILES = (
-    "test_readme_recipe.py",  # 368: the README's EyePACS recipe, 12 commands
-    "test_training.py",  # ≈ 400 over 36 tests: staged init, mirrored, multi-worker, SIGKILL
-    "test_training_learning.py",  # 198: overfitting 32 photographs
-    "test_training_faults.py",  # ≈ 190: full disk, SIGKILL mid-write, NaN batch
-    "test_gpu_memory.py",  # ≈ 170: mirrored float16 overflow, host copies, accumulation
-    "test_experiments.py",  # ≈ 165: Table III killed and rerun, Fig. 4
-    "test_explain.py",  # ≈ 150: the deterministic synthetic training run
-    "test_notebook.py",  # 106
-    "test_serving.py",  # ≈ 110
-    "test_readme.py",  # 93
+    "test_readme_recipe.py",  # 366: the README's EyePACS recipe, 12 commands
+    "test_training.py",  # 338: staged init, mirrored, multi-worker, SIGKILL
+    "test_explain.py",  # 292: the deterministic synthetic training run
+    "test_training_faults.py",  # 206: full disk, SIGKILL mid-write, NaN batch
+    "test_training_learning.py",  # 187: overfitting 32 photographs
+    "test_gpu_memory.py",  # 161: mirrored float16 overflow, host copies, accumulation
+    "test_experiments.py",  # 158: Table III killed and rerun, Fig. 4
+    "test_notebook.py",  # 114
+    "test_readme_stages.py",  # 110
+    "test_serving.py",  # 105
+    "test_readme.py",  # 98
 )
 
 
