@@ -255,25 +255,14 @@ def patient_outputs(features_model: keras.Model, head: keras.Model, main_cuts: t
       ``{e}_fundus_found`` (B,) bool, ``{e}_fused`` (B,) bool, ``{e}_from_other_eye`` (B,) bool,
       ``{e}_quality_probabilities`` (B, 3), ``{e}_gradable`` (B,) int32.
     """
-    images = tf.concat([left_images, right_images], axis=0)
+    per_eye = _network_outputs(features_model, head, left_images, right_images)
     size = tf.shape(left_images)[0]
-
-    def run():
-        out = features_model(tf.cast(images, tf.float32), training=False)
-        return (tf.cast(out["features"], tf.float32), tf.cast(out["logits"], tf.float32),
-                tf.cast(out["score"], tf.float32))
-
-    features, logits, score = m2cnn.unless_empty(images, run, (
-        tf.TensorSpec([None, head.inputs[0].shape[-1]], tf.float32),
-        tf.TensorSpec([None, NUM_GRADES], tf.float32), tf.TensorSpec([None], tf.float32)))
     quality = {"left": left_quality or quality_assessor.unassessed_outputs(left_found),
                "right": right_quality or quality_assessor.unassessed_outputs(right_found)}
     found = {"left": left_found, "right": right_found}
     takes_over = {e: _other_eye_takes_over(found[e], quality[e], found[o], quality[o])
                   for e, o in (("left", "right"), ("right", "left"))}
     both = left_found & right_found & ~takes_over["left"] & ~takes_over["right"]
-    per_eye = {"left": (features[:size], logits[:size], score[:size]),
-               "right": (features[size:], logits[size:], score[size:])}
     graded = {}
     for index, (name, other) in enumerate((("left", "right"), ("right", "left"))):
         own_features, own_logits, own_score = per_eye[name]
@@ -289,6 +278,25 @@ def patient_outputs(features_model: keras.Model, head: keras.Model, main_cuts: t
         result.update(_eye_outputs(name, graded[name], graded[other], takes_over[name],
                                    found[name], both, quality[name]))
     return result
+
+
+def _network_outputs(features_model: keras.Model, head: keras.Model, left_images: tf.Tensor,
+                     right_images: tf.Tensor) -> Dict[str, tuple]:
+    """{eye: (features, logits, score)} in float32, both eyes through the network as one batch
+    of 2B (none when B is 0)."""
+    images = tf.concat([left_images, right_images], axis=0)
+    size = tf.shape(left_images)[0]
+
+    def run():
+        out = features_model(tf.cast(images, tf.float32), training=False)
+        return (tf.cast(out["features"], tf.float32), tf.cast(out["logits"], tf.float32),
+                tf.cast(out["score"], tf.float32))
+
+    features, logits, score = m2cnn.unless_empty(images, run, (
+        tf.TensorSpec([None, head.inputs[0].shape[-1]], tf.float32),
+        tf.TensorSpec([None, NUM_GRADES], tf.float32), tf.TensorSpec([None], tf.float32)))
+    return {"left": (features[:size], logits[:size], score[:size]),
+            "right": (features[size:], logits[size:], score[size:])}
 
 
 def _eye_outputs(name: str, own, other, over: tf.Tensor, found: tf.Tensor, both: tf.Tensor,

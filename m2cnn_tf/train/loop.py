@@ -519,6 +519,23 @@ def _run_eval(step, eval_function, eval_data, reporter, keeper, best_record, log
     return result, best_record
 
 
+def _check_replica_batch(c: config.TrainConfig, replicas: int) -> None:
+    """TrainingError unless the global batch splits over ``replicas`` × --accumulate_steps, and
+    unless accumulation on several replicas has frozen (or unsynchronised) batch norm."""
+    if c.batch_size % (replicas * c.accumulate_steps):
+        raise TrainingError(f"--batch_size={c.batch_size} (the global batch) must be a multiple "
+                            f"of the {replicas} replicas" + (
+                                f" × --accumulate_steps={c.accumulate_steps}"
+                                if c.accumulate_steps > 1 else ""))
+    if replicas > 1 and c.accumulate_steps > 1 and c.batch_norm == "train" and c.sync_batch_norm:
+        # Synchronised batch norm all-reduces inside the micro-batch loop, which MirroredStrategy
+        # cannot do; per-replica statistics would let the replicas' moving averages drift apart.
+        raise TrainingError(f"--accumulate_steps={c.accumulate_steps} on {replicas} replicas "
+                            "needs --batch_norm=frozen (batch norm in training mode would have to "
+                            "synchronise its statistics inside the micro-batch loop); or use "
+                            "--accumulate_steps=1 with a batch that fits")
+
+
 def train_and_evaluate(train_config: config.TrainConfig, quiet: bool = False) -> Dict:
     """Trains (or resumes) one stage and evaluates it; the whole of ``python train.py``.
 
@@ -553,19 +570,7 @@ def train_and_evaluate(train_config: config.TrainConfig, quiet: bool = False) ->
     strategy = distribution.make_strategy(c.strategy, c.tpu)
     chief = distribution.is_chief(strategy)
     task_type, task_id = distribution.task_of(strategy)
-    replicas = strategy.num_replicas_in_sync
-    if c.batch_size % (replicas * c.accumulate_steps):
-        raise TrainingError(f"--batch_size={c.batch_size} (the global batch) must be a multiple "
-                            f"of the {replicas} replicas" + (
-                                f" × --accumulate_steps={c.accumulate_steps}"
-                                if c.accumulate_steps > 1 else ""))
-    if replicas > 1 and c.accumulate_steps > 1 and c.batch_norm == "train" and c.sync_batch_norm:
-        # Synchronised batch norm all-reduces inside the micro-batch loop, which MirroredStrategy
-        # cannot do; per-replica statistics would let the replicas' moving averages drift apart.
-        raise TrainingError(f"--accumulate_steps={c.accumulate_steps} on {replicas} replicas "
-                            "needs --batch_norm=frozen (batch norm in training mode would have to "
-                            "synchronise its statistics inside the micro-batch loop); or use "
-                            "--accumulate_steps=1 with a batch that fits")
+    _check_replica_batch(c, strategy.num_replicas_in_sync)
     log = _log_function(chief, quiet)
     os.makedirs(model_dir, exist_ok=True)
     lock_name = checkpoints.LOCK if chief else f"{checkpoints.LOCK}.{task_type}{task_id}"
