@@ -65,8 +65,7 @@ def main(argv):
         for resolution in (int(r) for r in args.resolutions.split(",")):
             model = m2cnn.build_m2cnn(resolution, args.variant)
             path = os.path.join(workdir, str(resolution))
-            export.build_archive(model, resolution, thresholds.ROUNDING).write_out(
-                path, verbose=False)
+            export.build_archive(model, resolution, thresholds.ROUNDING).write_out(path)
             served = tf.saved_model.load(path).signatures[signatures.SERVING_SIGNATURE]
             normalized = np.stack([fundus.load_normalized(e, (resolution,)).images[resolution]
                                    for e in encoded])

@@ -228,3 +228,34 @@ def test_bad_model_paths_say_what_is_there(tmp_path):
         predictors.open_predictor(str(tmp_path / "nothing"))
     with pytest.raises(FileNotFoundError, match="no config.json"):
         export.export_saved_model(str(tmp_path / "nothing"), str(tmp_path / "out"))
+
+
+def test_an_export_traces_each_signature_once_and_stores_each_variable_once(tmp_path):
+    """The writer traces every endpoint once, inside the save, and the SavedModel's variables
+    take the bytes of the model's weights once (keras.export.ExportArchive traced each endpoint
+    twice and stored the weights twice)."""
+    from m2cnn_tf import model as m2cnn
+
+    model = m2cnn.build_m2cnn(RESOLUTION, "tiny")
+    archive = export.build_archive(model, RESOLUTION, [0.5, 1.5, 2.5, 3.5])
+    traces = []
+
+    def counted(images):
+        traces.append(images.shape)
+        return {"mean": tf.reduce_mean(tf.cast(images, tf.float32), axis=[1, 2, 3])}
+
+    archive.add_endpoint("counted", counted, input_signature=[
+        tf.TensorSpec([None, RESOLUTION, RESOLUTION, 3], tf.uint8, name="images")])
+    path = tmp_path / "export"
+    archive.write_out(str(path))
+    assert len(traces) == 1
+    weights = sum(v.numpy().nbytes for v in model.variables)
+    stored = sum(f.stat().st_size for f in (path / "variables").iterdir())
+    assert weights <= stored < 1.05 * weights, (stored, weights)
+    loaded = tf.saved_model.load(str(path))
+    assert {signatures.SERVING_SIGNATURE, signatures.NORMALIZED_SIGNATURE,
+            signatures.EXPLAIN_SIGNATURE, "counted"} <= set(loaded.signatures)
+    images = np.random.default_rng(0).integers(0, 256, (2, RESOLUTION, RESOLUTION, 3), np.uint8)
+    served = loaded.signatures[signatures.NORMALIZED_SIGNATURE](images=tf.constant(images))
+    np.testing.assert_allclose(served["score"].numpy(),
+                               model(images, training=False)["score"].numpy(), atol=1e-5)

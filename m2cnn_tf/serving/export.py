@@ -44,7 +44,39 @@ class ExportError(RuntimeError):
     """The export cannot be written; the message says why."""
 
 
-def add_explain_endpoint(archive: keras.export.ExportArchive, model: keras.Model,
+class ServingArchive:
+    """The SavedModel being written: the tracked variables and the signatures.
+
+    Each endpoint is a ``tf.function`` with a fixed input signature, traced once, by
+    ``tf.saved_model.save``. (``keras.export.ExportArchive``, used before, traced every endpoint
+    first to list its variables, outside the save, which the save then traced again, and its
+    SavedModel held the weights twice: for the tiny variant at 224, 10.0 s and 108 MB of
+    variables against 5.3 s and 54 MB now, with equal outputs.) Keras 3 variables are TensorFlow
+    trackables under the TensorFlow backend, so tracking a model's ``variables`` is what puts
+    them in the SavedModel, the way ``ExportArchive.track`` does.
+    """
+
+    def __init__(self):
+        self._root = tf.Module()
+        self._root.tracked_variables = []
+        self._signatures: Dict[str, tf.types.experimental.PolymorphicFunction] = {}
+
+    def track(self, layer: keras.layers.Layer) -> None:
+        """Saves ``layer``'s variables with the export (what the endpoints read)."""
+        self._root.tracked_variables.extend(layer.variables)
+
+    def add_endpoint(self, name: str, fn, input_signature: Sequence[tf.TensorSpec]) -> None:
+        """Adds the signature ``name``: ``fn`` on inputs of ``input_signature``."""
+        function = tf.function(fn, input_signature=input_signature, autograph=False)
+        setattr(self._root, name, function)
+        self._signatures[name] = function
+
+    def write_out(self, path: str) -> None:
+        """Writes the SavedModel at ``path``, every endpoint a signature."""
+        tf.saved_model.save(self._root, path, signatures=dict(self._signatures))
+
+
+def add_explain_endpoint(archive: ServingArchive, model: keras.Model,
                          resolution: int, cuts: tf.Tensor) -> None:
     """Adds ``explain_normalized(images: uint8 [None, r, r, 3])``: Grad-CAM in the graph.
 
@@ -62,7 +94,7 @@ def add_explain_endpoint(archive: keras.export.ExportArchive, model: keras.Model
         tf.TensorSpec([None, resolution, resolution, 3], tf.uint8, name=NORMALIZED_INPUT)])
 
 
-def add_patient_endpoint(archive: keras.export.ExportArchive, model: keras.Model,
+def add_patient_endpoint(archive: ServingArchive, model: keras.Model,
                          resolution: int, cuts: tf.Tensor, fusion_head,
                          assessor: Optional[quality_assessor.Assessor] = None) -> None:
     """Adds ``grade_patient(left_image_bytes, right_image_bytes: string [None])``.
@@ -97,12 +129,12 @@ def add_patient_endpoint(archive: keras.export.ExportArchive, model: keras.Model
 def build_archive(model: keras.Model, resolution: int, cuts: Sequence[float],
                   fusion_head=None, prediction: str = PREDICT_BY_SCORE,
                   assessor: Optional[quality_assessor.Assessor] = None
-                  ) -> keras.export.ExportArchive:
-    """An ExportArchive with both signatures around ``model``, grading by ``prediction``;
+                  ) -> ServingArchive:
+    """A ServingArchive with both signatures around ``model``, grading by ``prediction``;
     ``serving_default`` assesses each photograph's quality with ``assessor`` (when given) from
     the same decode."""
     cuts_tensor = tf.constant(thresholds.check_thresholds(cuts), tf.float32)
-    archive = keras.export.ExportArchive()
+    archive = ServingArchive()
     archive.track(model)
 
     def predict_normalized(images):
@@ -211,7 +243,7 @@ def export_metadata(info: Dict, cuts: Sequence[float], cuts_source: str,
     }
 
 
-def write_export(archive: keras.export.ExportArchive, metadata: Dict, target: str) -> None:
+def write_export(archive: ServingArchive, metadata: Dict, target: str) -> None:
     """Writes the SavedModel and its metadata file as the folder ``target``, whole or not at all.
 
     The folder is written under a hidden name and renamed (``atomic.staged_directory``): TF
@@ -219,7 +251,7 @@ def write_export(archive: keras.export.ExportArchive, metadata: Dict, target: st
     """
     os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
     with atomic.staged_directory(target) as staging:
-        archive.write_out(staging, verbose=False)
+        archive.write_out(staging)
         os.makedirs(os.path.join(staging, METADATA_DIR), exist_ok=True)
         atomic.write_json(os.path.join(staging, METADATA_DIR, METADATA_FILE), metadata,
                           indent=2, sort_keys=True)
