@@ -128,13 +128,15 @@ def add_patient_endpoint(archive: ServingArchive, model: keras.Model,
 
 def build_archive(model: keras.Model, resolution: int, cuts: Sequence[float],
                   fusion_head=None, prediction: str = PREDICT_BY_SCORE,
-                  assessor: Optional[quality_assessor.Assessor] = None
-                  ) -> ServingArchive:
+                  assessor: Optional[quality_assessor.Assessor] = None,
+                  archive=None) -> ServingArchive:
     """A ServingArchive with both signatures around ``model``, grading by ``prediction``;
     ``serving_default`` assesses each photograph's quality with ``assessor`` (when given) from
-    the same decode."""
+    the same decode. ``archive``: the empty archive to fill (default a new ServingArchive; any
+    object with ``track`` and ``add_endpoint``, e.g. ``keras.export.ExportArchive`` in
+    bench/export.py)."""
     cuts_tensor = tf.constant(thresholds.check_thresholds(cuts), tf.float32)
-    archive = ServingArchive()
+    archive = ServingArchive() if archive is None else archive
     archive.track(model)
 
     def predict_normalized(images):
