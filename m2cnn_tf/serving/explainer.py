@@ -43,7 +43,7 @@ class ModelDirExplainer(Explainer):
         cuts = tf.constant(thresholds.load_thresholds(model_dir)[0], tf.float32)
         self.gradcam = GradCam(model)
         self._explain = tf.function(lambda images: self.gradcam(images, cuts),
-                                    reduce_retracing=True)
+                                    reduce_retracing=True, autograph=False)
 
     def explain_normalized(self, images):
         return _numpy(self._explain(tf.convert_to_tensor(np.asarray(images, np.uint8))))

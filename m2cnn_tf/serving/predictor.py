@@ -254,7 +254,7 @@ class ModelDirPredictor(Predictor):
         self._predict = tf.function(
             lambda images, found: signatures.model_outputs(self.model, images, self._cuts, found,
                                                            prediction=prediction),
-            reduce_retracing=True)
+            reduce_retracing=True, autograph=False)
 
     def predict_normalized(self, images, found=None):
         images = tf.convert_to_tensor(np.asarray(images, np.uint8))

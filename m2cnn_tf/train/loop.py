@@ -342,7 +342,7 @@ def make_eval_function(strategy, model) -> Callable:
         ``metrics.batch_statistics`` summed over replicas.
     """
 
-    @tf.function(reduce_retracing=True)  # the last batch may be smaller
+    @tf.function(reduce_retracing=True, autograph=False)  # the last batch may be smaller
     def distributed_eval_step(batch):
         return _sum_over_replicas(strategy, strategy.run(lambda i, g: eval_step(model, i, g),
                                                          args=batch))

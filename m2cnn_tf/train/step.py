@@ -262,9 +262,9 @@ def make_train_function(strategy, model, optimizer, train_config: config.TrainCo
                           loss_config, train_config.accumulate_steps, agree)
 
     if train_config.jit_compile:
-        replica_step = tf.function(replica_step, jit_compile=True)
+        replica_step = tf.function(replica_step, jit_compile=True, autograph=False)
 
-    @tf.function
+    @tf.function(autograph=False)
     def distributed_train_step(batch):
         step = window.step + 1
         images, grades = batch
