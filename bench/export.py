@@ -17,7 +17,7 @@ import statistics
 import tempfile
 import time
 
-from absl import app, flags
+from absl import app, flags, logging
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
@@ -57,6 +57,7 @@ def _write(model, writer, path: str) -> float:
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # not the SavedModel writer's INFO lines
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, TF {tf.__version__}, "
           f"Keras {keras.__version__}; {FLAGS.variant} at {FLAGS.resolution} px, "
           f"{FLAGS.repeats} exports each")

@@ -251,15 +251,16 @@ class ModelDirPredictor(Predictor):
         self.description = f"model_dir {model_dir} ({os.path.basename(info['checkpoint'])})"
         self._cuts = tf.constant(cuts, tf.float32)
         prediction = signatures.prediction_of(info)
+        # One trace for every batch size (a last, smaller batch does not trace it again).
         self._predict = tf.function(
             lambda images, found: signatures.model_outputs(self.model, images, self._cuts, found,
                                                            prediction=prediction),
-            reduce_retracing=True, autograph=False)
+            input_signature=[tf.TensorSpec([None, self.resolution, self.resolution, 3], tf.uint8),
+                             tf.TensorSpec([None], tf.bool)], autograph=False)
 
     def predict_normalized(self, images, found=None):
         images = tf.convert_to_tensor(np.asarray(images, np.uint8))
-        if found is None:
-            found = tf.ones([tf.shape(images)[0]], tf.bool)
+        found = np.ones(len(images), bool) if found is None else np.asarray(found, bool)
         return _numpy(self._predict(images, tf.convert_to_tensor(found)))
 
     def normalized_files(self, paths, batch_size=8):
