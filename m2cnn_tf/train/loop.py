@@ -330,19 +330,23 @@ def eval_step(model: keras.Model, images, grades) -> Dict[str, tf.Tensor]:
     return metrics.batch_statistics(grades, outputs["logits"], outputs["score"])
 
 
-def make_eval_function(strategy, model) -> Callable:
+def make_eval_function(strategy, model, element_spec=None) -> Callable:
     """``eval_step`` on every replica under one ``tf.function``.
 
     Args:
         strategy: the tf.distribute strategy.
         model: the network.
+        element_spec: the distributed evaluation set's ``element_spec`` (its batch dimension
+            free): the function is traced once for it, the last, smaller batch included.
+            None: traced for the first batch's shape, then once more for a smaller one.
 
     Returns:
         A function of one distributed batch ``(images, grades)`` returning the statistics of
         ``metrics.batch_statistics`` summed over replicas.
     """
+    signature = None if element_spec is None else [element_spec]
 
-    @tf.function(reduce_retracing=True, autograph=False)  # the last batch may be smaller
+    @tf.function(reduce_retracing=True, autograph=False, input_signature=signature)
     def distributed_eval_step(batch):
         return _sum_over_replicas(strategy, strategy.run(lambda i, g: eval_step(model, i, g),
                                                          args=batch))
@@ -711,7 +715,7 @@ def _train_loop(c, data, state: _RunState, strategy, model_dir, log, quiet, best
     window = TrainWindow(state.start_step)
     train_function = make_train_function(strategy, state.model, state.optimizer, c, global_batch,
                                           window)
-    eval_function = make_eval_function(strategy, state.model)
+    eval_function = make_eval_function(strategy, state.model, eval_data.element_spec)
     chief = state.reporter.enabled
     iterator = iter(train_data)
     stopwatch = _Stopwatch()
