@@ -42,10 +42,9 @@ class ModelDirExplainer(Explainer):
         self.description = f"model_dir {model_dir} ({os.path.basename(info['checkpoint'])})"
         cuts = tf.constant(thresholds.load_thresholds(model_dir)[0], tf.float32)
         self.gradcam = GradCam(model)
-        # One trace for every batch size (a last, smaller batch does not trace it again).
         self._explain = tf.function(
-            lambda images: self.gradcam(images, cuts), autograph=False, input_signature=[
-                tf.TensorSpec([None, self.resolution, self.resolution, 3], tf.uint8)])
+            lambda images: self.gradcam(images, cuts), autograph=False,
+            input_signature=[signatures.normalized_images_spec(self.resolution)])
 
     def explain_normalized(self, images):
         return _numpy(self._explain(tf.convert_to_tensor(np.asarray(images, np.uint8))))

@@ -29,7 +29,7 @@ from m2cnn_tf.serving.signatures import (BYTES_INPUT, EXPLAIN_SIGNATURE, METADAT
                                          METADATA_FILE, NORMALIZED_INPUT, NORMALIZED_SIGNATURE,
                                          OUTPUTS, PATIENT_INPUTS, PATIENT_SIGNATURE,
                                          SERVING_SIGNATURE, existing_versions, model_outputs,
-                                         prediction_of)
+                                         normalized_images_spec, prediction_of)
 from m2cnn_tf.train import checkpoints
 from m2cnn_tf.util import atomic
 
@@ -91,7 +91,7 @@ def add_explain_endpoint(archive: ServingArchive, model: keras.Model,
         return gradcam(images, cuts)
 
     archive.add_endpoint(EXPLAIN_SIGNATURE, explain_normalized, input_signature=[
-        tf.TensorSpec([None, resolution, resolution, 3], tf.uint8, name=NORMALIZED_INPUT)])
+        normalized_images_spec(resolution)])
 
 
 def add_patient_endpoint(archive: ServingArchive, model: keras.Model,
@@ -149,7 +149,7 @@ def build_archive(model: keras.Model, resolution: int, cuts: Sequence[float],
                              prediction=prediction)
 
     archive.add_endpoint(NORMALIZED_SIGNATURE, predict_normalized, input_signature=[
-        tf.TensorSpec([None, resolution, resolution, 3], tf.uint8, name=NORMALIZED_INPUT)])
+        normalized_images_spec(resolution)])
     archive.add_endpoint(SERVING_SIGNATURE, serve_bytes, input_signature=[
         tf.TensorSpec([None], tf.string, name=BYTES_INPUT)])
     add_explain_endpoint(archive, model, resolution, cuts_tensor)

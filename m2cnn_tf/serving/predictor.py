@@ -251,11 +251,10 @@ class ModelDirPredictor(Predictor):
         self.description = f"model_dir {model_dir} ({os.path.basename(info['checkpoint'])})"
         self._cuts = tf.constant(cuts, tf.float32)
         prediction = signatures.prediction_of(info)
-        # One trace for every batch size (a last, smaller batch does not trace it again).
         self._predict = tf.function(
             lambda images, found: signatures.model_outputs(self.model, images, self._cuts, found,
                                                            prediction=prediction),
-            input_signature=[tf.TensorSpec([None, self.resolution, self.resolution, 3], tf.uint8),
+            input_signature=[signatures.normalized_images_spec(self.resolution),
                              tf.TensorSpec([None], tf.bool)], autograph=False)
 
     def predict_normalized(self, images, found=None):

@@ -70,6 +70,12 @@ BYTES_INPUT = "image_bytes"
 NORMALIZED_INPUT = "images"
 
 
+def normalized_images_spec(resolution: int) -> tf.TensorSpec:
+    """Normalised images as every normalised-image function takes them: uint8
+    [None, r, r, 3], the batch dimension free (one trace serves every batch size)."""
+    return tf.TensorSpec([None, resolution, resolution, 3], tf.uint8, name=NORMALIZED_INPUT)
+
+
 OUTPUTS = ("probabilities", "score", "grade", "grade_from_probabilities", "fundus_found",
            quality_assessor.PROBABILITIES_OUTPUT, quality_assessor.GRADABLE_OUTPUT)
 

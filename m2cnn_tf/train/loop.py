@@ -330,7 +330,7 @@ def eval_step(model: keras.Model, images, grades) -> Dict[str, tf.Tensor]:
     return metrics.batch_statistics(grades, outputs["logits"], outputs["score"])
 
 
-def make_eval_function(strategy, model, element_spec=None) -> Callable:
+def make_eval_function(strategy, model, element_spec) -> Callable:
     """``eval_step`` on every replica under one ``tf.function``.
 
     Args:
@@ -338,15 +338,13 @@ def make_eval_function(strategy, model, element_spec=None) -> Callable:
         model: the network.
         element_spec: the distributed evaluation set's ``element_spec`` (its batch dimension
             free): the function is traced once for it, the last, smaller batch included.
-            None: traced for the first batch's shape, then once more for a smaller one.
 
     Returns:
         A function of one distributed batch ``(images, grades)`` returning the statistics of
         ``metrics.batch_statistics`` summed over replicas.
     """
-    signature = None if element_spec is None else [element_spec]
 
-    @tf.function(reduce_retracing=True, autograph=False, input_signature=signature)
+    @tf.function(autograph=False, input_signature=[element_spec])
     def distributed_eval_step(batch):
         return _sum_over_replicas(strategy, strategy.run(lambda i, g: eval_step(model, i, g),
                                                          args=batch))
