@@ -13,7 +13,7 @@ from m2cnn_tf import config
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
 SCRIPTS = ("build_tfrecords.py", "train.py", "evaluate.py", "fuse.py", "export.py", "predict.py",
            "explain.py")
-TRAINING_FOR_CPU = ["--variant=tiny", "--batch_size=4", "--train_steps=2",
+TRAINING_FOR_CPU = ["--variant=tiny", "--batch_size=2", "--train_steps=2",
                     "--eval_every_steps=2", "--quiet"]
 
 
@@ -63,10 +63,11 @@ def weights_file(path):
     subprocess.run([sys.executable, "-c", code, str(path)], check=True, env=ENV, timeout=600)
 
 
-def make_kaggle(root, eyepacs_1024):
-    """train/ (10 patients), test/ (12 patients: 6 Public, 6 Private) and both label files."""
+def make_kaggle(root, eyepacs_1024, train_patients=10, test_patients=12):
+    """train/ (the first ``train_patients`` patients by id), test/ (the next ``test_patients``,
+    alternately Private and Public) and both label files."""
     labels = read_labels(eyepacs_1024)
-    patients = sorted({i.split("_")[0] for i in labels}, key=int)[:22]
+    patients = sorted({i.split("_")[0] for i in labels}, key=int)[:train_patients + test_patients]
     (root / "train").mkdir()
     (root / "test").mkdir()
     with open(root / "trainLabels.csv", "w", newline="") as t, \
@@ -77,7 +78,7 @@ def make_kaggle(root, eyepacs_1024):
         for n, patient in enumerate(patients):
             for eye in ("left", "right"):
                 image = f"{patient}_{eye}"
-                folder = "train" if n < 10 else "test"
+                folder = "train" if n < train_patients else "test"
                 (root / folder / f"{image}.jpeg").symlink_to(eyepacs_1024 / "images" /
                                                             f"{image}.jpeg")
                 if folder == "train":
