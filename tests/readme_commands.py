@@ -63,7 +63,7 @@ def weights_file(path):
     subprocess.run([sys.executable, "-c", code, str(path)], check=True, env=ENV, timeout=600)
 
 
-def make_kaggle(root, eyepacs_1024, train_patients=10, test_patients=12):
+def make_kaggle(root, eyepacs_1024, train_patients, test_patients):
     """train/ (the first ``train_patients`` patients by id), test/ (the next ``test_patients``,
     alternately Private and Public) and both label files."""
     labels = read_labels(eyepacs_1024)
