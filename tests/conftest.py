@@ -7,28 +7,6 @@ import pathlib
 
 import pytest
 
-
-def _share_the_cores_between_workers() -> None:
-    """One TensorFlow thread pool size per process, so the xdist workers do not oversubscribe.
-
-    TensorFlow sizes its intra-op and inter-op pools to every core of the machine. Two xdist
-    workers on two cores, each running TensorFlow (in process or in the scripts they start),
-    then run four busy pools on two cores, and the threads wait on each other: measured here
-    (TF 2.21, 2 cores, 30 steps of 8 of the tiny variant at 224, two processes side by side),
-    89 s for both with TensorFlow's defaults, 53 s with one thread in each pool, for the same
-    CPU time (≈ 53 s each). Each worker therefore gets cores ÷ workers threads per pool, and
-    passes the setting on to every process it starts. Not set when pytest runs without xdist,
-    nor when the caller has set it; the product's defaults are TensorFlow's.
-    """
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
-    if workers > 1:
-        threads = str(max(1, (os.cpu_count() or 1) // workers))
-        os.environ.setdefault("TF_NUM_INTRAOP_THREADS", threads)
-        os.environ.setdefault("TF_NUM_INTEROP_THREADS", threads)
-
-
-_share_the_cores_between_workers()  # before any test imports TensorFlow
-
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = pathlib.Path(os.environ.get("M2CNN_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 EYEPACS_1024 = SHARED_DATA / "eyepacs_1024"
