@@ -50,6 +50,7 @@ from m2cnn_tf.util import memory  # noqa: E402
 DATA = os.path.join(os.path.dirname(REPO), "shared", "data", "eyepacs_1024")
 # Per grade, the first images by id: 32 in all, every grade present (grades 3 and 4 are rare).
 PER_GRADE = {0: 7, 1: 7, 2: 7, 3: 6, 4: 5}
+STEPS, BATCH_SIZE = 120, 8  # 30 passes over the 32 images
 WINDOW = 5  # steps per logged training window
 LAST_WINDOWS = 8  # the training kappa sums the last 40 steps
 
@@ -68,7 +69,7 @@ def chosen_inputs(images_dir: str, labels_csv: str) -> list:
 
 
 def run_learning_check(images_dir: str, labels_csv: str, work_dir: str, resolution: int,
-                       steps: int = 120, batch_size: int = 8) -> dict:
+                       steps: int = STEPS, batch_size: int = BATCH_SIZE) -> dict:
     """Builds the 32 photographs at ``resolution``, overfits them and returns the figures."""
     data_dir = os.path.join(work_dir, "data")
     builder.build(chosen_inputs(images_dir, labels_csv), [], data_dir,
@@ -122,9 +123,8 @@ def define_flags() -> None:
     flags.DEFINE_string("labels_csv", os.path.join(DATA, "trainLabels.csv"),
                         "Their Kaggle labels.")
     flags.DEFINE_integer("resolution", 224, "Image size (the issue's check: 224).")
-    flags.DEFINE_integer("steps", 120,
-                         "Training steps (30 passes over the 32 images at batch 8).")
-    flags.DEFINE_integer("batch_size", 8, "Training batch.")
+    flags.DEFINE_integer("steps", STEPS, "Training steps.")
+    flags.DEFINE_integer("batch_size", BATCH_SIZE, "Training batch.")
 
 
 def main(argv):
