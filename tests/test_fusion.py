@@ -15,6 +15,7 @@ from m2cnn_tf import fusion
 from m2cnn_tf.preprocess import graph as graph_preprocess, image_io
 from m2cnn_tf.data import builder, sources, synthetic
 from m2cnn_tf.grading import thresholds
+from m2cnn_tf.grading.agreement import KAPPA_WHEN_UNDEFINED
 from m2cnn_tf.train import checkpoints
 from m2cnn_tf.serving import export, signatures
 from m2cnn_tf import model as m2cnn
@@ -150,6 +151,23 @@ def test_interval_report_over_patients(toy_head):
         assert r["low"] <= r["kappa"] <= r["high"]
     d = report["difference"]
     assert d["kappa"] == pytest.approx(summary["kappa_fused"] - summary["kappa_per_eye"])
+    assert "fused − per-eye" in fusion.format_interval_report(report)
+
+
+def test_interval_report_when_kappa_is_undefined(toy_head):
+    """Every photograph of grade 0 and graded 0 (a small test split can be): kappa is
+    undefined; the report gives the reports' value for it and no interval, and does not fail
+    (it did: evaluate.py --fusion stopped with UndefinedStatisticError)."""
+    head, _, _ = toy_head
+    predictions = fusion.fuse(_toy(20, 6, one_eyed=4), head, thresholds.ROUNDING,
+                              thresholds.ROUNDING)
+    for key in ("grade", "per_eye_grade", "fused_grade"):
+        predictions[key] = np.zeros_like(predictions[key])
+    report = fusion.interval_report(predictions, num_resamples=50, seed=1)
+    for key in ("per_eye", "fused", "difference"):
+        assert report[key]["low"] is None and report[key]["high"] is None, key
+    assert report["per_eye"]["kappa"] == report["fused"]["kappa"] == KAPPA_WHEN_UNDEFINED
+    assert report["difference"]["kappa"] == 0.0
     assert "fused − per-eye" in fusion.format_interval_report(report)
 
 

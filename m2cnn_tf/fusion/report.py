@@ -39,32 +39,34 @@ def interval_report(predictions: Dict[str, np.ndarray], **kw) -> Dict:
     Returns:
       ``{"per_eye", "fused", "difference": {"kappa", "low", "high"}, "images", "paired_images",
       "patients", "num_resamples", "confidence"}``; ``difference`` is fused − per-eye, resampled
-      paired (the same patients for both), so its interval says whether fusion helped.
+      paired (the same patients for both), so its interval says whether fusion helped. A
+      kappa undefined on these data (both gradings one constant grade) is
+      ``agreement.KAPPA_WHEN_UNDEFINED`` with ``low``/``high`` None, as in the per-eye report.
     """
     grades = np.asarray(predictions["grade"], np.int64)
     patients = np.asarray(predictions["patient_id"]).astype(str)
-    if kw.get("num_resamples", 1) == 0:
-        summary = kappas(predictions)
-        point = {"per_eye": summary["kappa_per_eye"], "fused": summary["kappa_fused"]}
-        point["difference"] = point["fused"] - point["per_eye"]
-        return {**{k: {"kappa": v, "low": None, "high": None} for k, v in point.items()},
-                "images": summary["images"], "paired_images": summary["paired_images"],
-                "patients": summary["patients"], "num_resamples": 0,
-                "confidence": kw.get("confidence", stats.CONFIDENCE)}
-    result = {}
-    for name in ("per_eye", "fused"):
-        interval = stats.kappa_interval(grades, predictions[f"{name}_grade"], patients=patients,
-                                        **kw)
-        result[name] = {"kappa": interval.point, "low": interval.low, "high": interval.high}
-    difference = stats.bootstrap_interval(
-        lambda g, a, b: stats.quadratic_kappa(g, b) - stats.quadratic_kappa(g, a),
-        [grades, predictions["per_eye_grade"], predictions["fused_grade"]], groups=patients,
-        **kw)
-    result["difference"] = {"kappa": difference.point, "low": difference.low,
-                            "high": difference.high}
-    result.update(images=int(len(grades)), paired_images=int(predictions["paired"].sum()),
-                  patients=int(len(set(patients))), num_resamples=difference.num_resamples,
-                  confidence=difference.confidence)
+    summary = kappas(predictions)
+    point = {"per_eye": summary["kappa_per_eye"], "fused": summary["kappa_fused"]}
+    point["difference"] = point["fused"] - point["per_eye"]
+    num_resamples = kw.get("num_resamples", stats.NUM_RESAMPLES)
+    intervals = dict.fromkeys(point)
+    if num_resamples:
+        for name in ("per_eye", "fused"):
+            intervals[name] = assessment.or_none(lambda name=name: stats.kappa_interval(
+                grades, predictions[f"{name}_grade"], patients=patients, **kw))
+        intervals["difference"] = assessment.or_none(lambda: stats.bootstrap_interval(
+            lambda g, a, b: stats.quadratic_kappa(g, b) - stats.quadratic_kappa(g, a),
+            [grades, predictions["per_eye_grade"], predictions["fused_grade"]],
+            groups=patients, **kw))
+    # Without an interval (none asked for, or the kappa undefined: both gradings one constant
+    # grade) the point is the report's kappa (agreement.KAPPA_WHEN_UNDEFINED where undefined).
+    result = {name: {"kappa": interval.point if interval else point[name],
+                     "low": interval.low if interval else None,
+                     "high": interval.high if interval else None}
+              for name, interval in intervals.items()}
+    result.update(images=summary["images"], paired_images=summary["paired_images"],
+                  patients=summary["patients"], num_resamples=num_resamples,
+                  confidence=kw.get("confidence", stats.CONFIDENCE))
     return result
 
 

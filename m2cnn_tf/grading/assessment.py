@@ -35,7 +35,7 @@ def grade_report(grades, predicted) -> Dict:
     }
 
 
-def _or_none(compute):
+def or_none(compute):
     """``compute()``, or None where the statistic is undefined on these data."""
     try:
         return compute()
@@ -55,16 +55,16 @@ def referable_report(grades, scores, probabilities, cuts: Sequence[float], patie
     screening = stats.sensitivity_specificity(grades, predicted)
 
     def interval(statistic, arrays):
-        found = _or_none(lambda: stats.bootstrap_interval(
+        found = or_none(lambda: stats.bootstrap_interval(
             statistic, arrays, groups=patients, num_resamples=num_resamples,
             seed=seed)) if num_resamples else None
         return found.to_dict() if found else None
 
     report = {
         "threshold": float(cuts[REFERABLE_GRADE - 1]),
-        "auc": _or_none(lambda: stats.referable_auc(grades, scores)),
+        "auc": or_none(lambda: stats.referable_auc(grades, scores)),
         "auc_interval": interval(stats.referable_auc, (grades, scores)),
-        "auc_probabilities": _or_none(lambda: stats.referable_auc(
+        "auc_probabilities": or_none(lambda: stats.referable_auc(
             grades, stats.referable_probability(probabilities))),
         **screening.to_dict(),
     }
@@ -114,7 +114,7 @@ def evaluate_arrays(grades: Sequence[int], scores: Sequence[float], probabilitie
     if not len(grades):
         return report
     for how in predicted:
-        interval = _or_none(lambda: stats.kappa_interval(grades, predicted[how], patients,
+        interval = or_none(lambda: stats.kappa_interval(grades, predicted[how], patients,
                                                          **bootstrap)) if num_resamples else None
         report[how]["kappa_interval"] = interval.to_dict() if interval else None
     report["referable"] = referable_report(grades, scores, probabilities, cuts, patients,
