@@ -115,7 +115,7 @@ def evaluate_arrays(grades: Sequence[int], scores: Sequence[float], probabilitie
         return report
     for how in predicted:
         interval = or_none(lambda: stats.kappa_interval(grades, predicted[how], patients,
-                                                         **bootstrap)) if num_resamples else None
+                                                        **bootstrap)) if num_resamples else None
         report[how]["kappa_interval"] = interval.to_dict() if interval else None
     report["referable"] = referable_report(grades, scores, probabilities, cuts, patients,
                                            **bootstrap)

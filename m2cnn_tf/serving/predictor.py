@@ -16,8 +16,9 @@ working on the model input (test-time augmentation, ``tta``) keeps each one's pa
 
 from __future__ import annotations
 
-import os
 import dataclasses
+import glob
+import os
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -305,8 +306,6 @@ def open_predictor(path: str, checkpoint: str = checkpoints.BEST) -> Predictor:
 def list_images(spec: str) -> List[str]:
     """``--images``: a folder, a glob pattern, a text file with one path a line, or a
     comma-separated list of files."""
-    import glob
-
     if os.path.isdir(spec):
         return sorted(os.path.join(spec, n) for n in os.listdir(spec)
                       if not n.startswith(".") and os.path.isfile(os.path.join(spec, n)))
