@@ -231,9 +231,9 @@ class BuilderConfig:
     examples_per_shard: int = setting(250, "Photographs per shard.")
     # Share of patients held out for validation when the source fixes no validation split.
     val_fraction: float = setting(
-        0.1, "Share of patients held out for validation (per grade stratum; both eyes of a "
-        "patient stay together). Ignored when the source fixes a validation split (Kaggle "
-        "Usage, TFDS).")
+        0.1, "Share of patients held out for validation (at least one; spread over the grade "
+        "strata in proportion to their sizes; both eyes of a patient stay together). Ignored "
+        "when the source fixes a validation split (Kaggle Usage, TFDS).")
     seed: int = setting(0, "Seed of the validation split and the shard order.")
     # A build fails when more than this share of its inputs had to be skipped.
     max_error_fraction: float = setting(

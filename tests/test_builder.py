@@ -308,6 +308,31 @@ def test_splits_are_patient_level_stratified_and_seeded():
         splits.assign_splits(inputs, 1.0, seed=0)
 
 
+def test_validation_takes_the_fraction_of_all_patients_however_small_the_strata():
+    # 6 patients in 5 grade strata: rounding each stratum alone gave none at 0.25
+    counts = splits.validation_counts({0: 2, 1: 1, 2: 1, 3: 1, 4: 1}, 0.25)
+    assert sum(counts.values()) == 2 and counts[0] == 1  # 1.5 → 2, the largest stratum first
+    assert sum(splits.validation_counts({0: 3, 4: 1}, 0.1).values()) == 1  # at least one
+    assert sum(splits.validation_counts({0: 1, 1: 1}, 0.9).values()) == 1  # train keeps one
+    assert splits.validation_counts({0: 5, 1: 5}, 0.0) == {0: 0, 1: 0}
+    assert splits.validation_counts({0: 1}, 0.5) == {0: 0}  # one patient: nothing to hold out
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        sizes = {g: int(n) for g, n in enumerate(rng.integers(0, 40, 5))}
+        fraction = float(rng.uniform(0.01, 0.9))
+        counts = splits.validation_counts(sizes, fraction)
+        total = sum(sizes.values())
+        assert sum(counts.values()) == (min(max(int(fraction * total + 0.5), 1), total - 1)
+                                        if total >= 2 else 0)
+        for g, n in sizes.items():  # each stratum within one patient of its proportional share
+            share = sum(counts.values()) * n / total if total else 0
+            assert 0 <= counts[g] <= n and abs(counts[g] - share) < 1
+    inputs = [sources.InputRecord(f"{p}_left", str(p), "left", grade, "file", f"{p}.jpeg")
+              for p, grade in enumerate([0, 0, 1, 2, 3, 4])]
+    assigned = splits.assign_splits(inputs, 0.25, seed=0)
+    assert sum(r.split == "validation" for r in assigned) == 2
+
+
 def test_source_errors_name_what_is_wrong(tmp_path):
     bad_csv = tmp_path / "labels.csv"
     bad_csv.write_text("\ufeffname,grade\r\n1_left,0\r\n")
